@@ -1,0 +1,161 @@
+"""One DiT forward at the full Text2World shape: ours vs diffusers, same weights, same inputs.
+
+    python benchmarks/dit_forward.py --model 7B [--compile] [--runs 3] [--json out.json]
+
+Prints, per model: median time and peak GPU memory of each implementation, the relative difference
+of the outputs (ours with float32 RoPE angles, as diffusers computes them, and with the reference's
+bf16 angles), and, on a quarter-size latent, each bf16 output's error against a float32 forward.
+The last line is the speed ratio diffusers / ours. Weights are random (the published ones cannot
+be downloaded here); the arithmetic is the same.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+import warnings
+
+import torch
+
+warnings.filterwarnings("ignore")
+
+from nemo_cosmos.checkpoint import to_ours  # noqa: E402
+from nemo_cosmos.models import CosmosDiT, cosmos_7b_config, cosmos_14b_config  # noqa: E402
+
+PRESETS = {
+    "7B": (cosmos_7b_config, dict()),
+    "14B": (cosmos_14b_config, dict(num_layers=36, num_attention_heads=40, rope_scale=(2.0, 2.0, 2.0))),
+}
+
+
+def rel(a, b):
+    return ((a.float() - b.float()).norm() / b.float().norm()).item()
+
+
+def fill_random_(model: torch.nn.Module, seed: int = 0) -> None:
+    g = torch.Generator(device="cuda").manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() == 1:
+                p.copy_(1.0 + 0.1 * torch.randn(p.shape, generator=g, device="cuda"))
+            else:
+                p.copy_(torch.randn(p.shape, generator=g, device="cuda") * (0.5 / p.shape[-1] ** 0.5))
+
+
+def timed(fn, runs):
+    """Median seconds, and the peak memory the calls allocate beyond what was held before them
+    (both models' weights share the GPU here, so whole-process peaks would mix them up)."""
+    fn()  # warm-up (and compilation)
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    held = torch.cuda.memory_allocated()
+    times = []
+    for _ in range(runs):
+        torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        out = fn()
+        torch.cuda.synchronize()
+        times.append(time.perf_counter() - t0)
+    return out, statistics.median(times), (torch.cuda.max_memory_allocated() - held) / 2**30
+
+
+def weights_gib(model: torch.nn.Module) -> float:
+    return sum(p.numel() * p.element_size() for p in model.parameters()) / 2**30
+
+
+def bench(name: str, runs: int, compile_: bool) -> dict:
+    from diffusers import CosmosTransformer3DModel
+
+    factory, diffusers_kwargs = PRESETS[name]
+    cfg = factory()
+    with torch.device("meta"):
+        theirs = CosmosTransformer3DModel(**diffusers_kwargs)
+    theirs = theirs.to_empty(device="cuda").to(torch.bfloat16).eval()
+    fill_random_(theirs)
+
+    g = torch.Generator(device="cuda").manual_seed(1)
+    full = (1, 16, 16, 88, 160)  # 121 x 704 x 1280 video
+    x = torch.randn(full, generator=g, device="cuda").to(torch.bfloat16) * 2
+    text = torch.randn(1, 512, 1024, generator=g, device="cuda").to(torch.bfloat16)
+    text[:, 40:] = 0  # T5 padding is zeroed, as the reference does
+    c_noise = torch.tensor([0.25 * torch.log(torch.tensor(20.0)).item()], device="cuda")
+    pad = torch.zeros(1, 1, 88, 160, device="cuda", dtype=torch.bfloat16)
+
+    def run_theirs(xx=x):
+        return theirs(xx, c_noise, text, fps=24, padding_mask=pad[..., : xx.shape[-2], : xx.shape[-1]], return_dict=False)[0]
+
+    res = {"model": name, "tokens": 16 * 44 * 80}
+    with torch.inference_mode():
+        y_theirs, res["diffusers_s"], res["diffusers_activation_peak_gib"] = timed(run_theirs, runs)
+        res["diffusers_weights_gib"] = weights_gib(theirs)
+
+        with torch.device("meta"):
+            ours = CosmosDiT(cfg)
+        ours.load_state_dict(to_ours(theirs.state_dict(), cfg, "diffusers"), assign=True)
+        ours.eval()
+
+        def run_ours(xx=x):
+            return ours(xx, c_noise, text, fps=24)
+
+        y_ours, res["ours_s"], res["ours_activation_peak_gib"] = timed(run_ours, runs)
+        res["ours_weights_gib"] = weights_gib(ours)
+        res["reldiff_ours_vs_diffusers"] = rel(y_ours, y_theirs)
+        cfg.rope_in_model_dtype = False
+        res["reldiff_ours_fp32rope_vs_diffusers"] = rel(run_ours(), y_theirs)
+        cfg.rope_in_model_dtype = True
+
+        # Error of each bf16 forward against float32, on a quarter-size latent (16 x 44 x 80).
+        small = x[..., :44, :80].contiguous()
+        y_s_theirs, y_s_ours = run_theirs(small).float(), run_ours(small).float()
+        torch.backends.cuda.matmul.allow_tf32 = False
+        ours.float()
+        y_ref = ours(small.float(), c_noise, text.float(), fps=24)
+        ours.to(torch.bfloat16)
+        res["quarter_err_diffusers_bf16_vs_fp32"] = rel(y_s_theirs, y_ref)
+        res["quarter_err_ours_bf16_vs_fp32"] = rel(y_s_ours, y_ref)
+        del y_ref
+
+        if compile_:
+            for blk in theirs.transformer_blocks:
+                blk.compile()
+            _, res["diffusers_compiled_s"], _ = timed(run_theirs, runs)
+            for layer in ours.layers:
+                layer.compile()
+            y_c, res["ours_compiled_s"], res["ours_compiled_activation_peak_gib"] = timed(run_ours, runs)
+            res["reldiff_ours_compiled_vs_eager"] = rel(y_c, y_ours)
+    res["speedup_eager"] = res["diffusers_s"] / res["ours_s"]
+    del theirs, ours
+    torch.cuda.empty_cache()
+    return res
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", nargs="+", default=["7B"], choices=sorted(PRESETS))
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--compile", action="store_true", help="also time per-layer torch.compile of both")
+    ap.add_argument("--json", help="write the results here")
+    args = ap.parse_args()
+    print(f"device: {torch.cuda.get_device_name()}  torch {torch.__version__}", flush=True)
+    results = []
+    for name in args.model:
+        r = bench(name, args.runs, args.compile)
+        results.append(r)
+        print(json.dumps(r, indent=1), flush=True)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=1)
+    for r in results:
+        line = f"{r['model']}: diffusers {r['diffusers_s']:.3f} s, ours {r['ours_s']:.3f} s, ratio {r['speedup_eager']:.3f}x"
+        if "ours_compiled_s" in r:
+            line += (
+                f"; compiled: diffusers {r['diffusers_compiled_s']:.3f} s, ours {r['ours_compiled_s']:.3f} s, "
+                f"ratio {r['diffusers_compiled_s'] / r['ours_compiled_s']:.3f}x"
+            )
+        print(line)
+
+
+if __name__ == "__main__":
+    main()

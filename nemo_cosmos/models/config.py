@@ -1,0 +1,139 @@
+"""Configuration of the Cosmos-1.0 diffusion transformer ("GeneralDIT") as a Megatron-Core config.
+
+The field names Megatron-Core already has (``num_layers``, ``hidden_size``, ``num_attention_heads``,
+``kv_channels``, ``ffn_hidden_size``, ``layernorm_epsilon``, ``context_parallel_size``, ``params_dtype``)
+keep their Megatron meaning; the Cosmos-specific ones are added below.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Tuple
+
+import torch
+from megatron.core.transformer import TransformerConfig
+
+
+@dataclass
+class CosmosDiTConfig(TransformerConfig):
+    """Megatron-Core ``TransformerConfig`` plus the Cosmos DiT's own hyper-parameters."""
+
+    in_channels: int = 16
+    """Latent channels of the video tokenizer (the padding-mask channel is added on top)."""
+    out_channels: int = 16
+    patch_spatial: int = 2
+    patch_temporal: int = 1
+    crossattn_dim: int = 1024
+    """Width of the text embeddings (T5-11B d_model)."""
+    adaln_lora_dim: int = 256
+    concat_padding_mask: bool = True
+    max_latent_size: Tuple[int, int, int] = (128, 240, 240)
+    """Largest latent (T, H, W) the position tables cover: 128 frames, 240x240 (before patching)."""
+    rope_scale: Tuple[float, float, float] = (2.0, 1.0, 1.0)
+    """NTK extrapolation ratio of RoPE per axis (t, h, w)."""
+    base_fps: int = 24
+    extra_pos_emb: bool = True
+    """The learnable absolute position embedding added at the start of every block."""
+    rope_in_model_dtype: bool = True
+    """NVIDIA's code casts the RoPE buffers with the model, so a bf16 model computes the angles in
+    bf16. Keeping that rounding reproduces the reference; set False for float32 angles (diffusers)."""
+
+    @property
+    def head_dim(self) -> int:
+        return self.kv_channels
+
+    @property
+    def patch_size(self) -> Tuple[int, int, int]:
+        return (self.patch_temporal, self.patch_spatial, self.patch_spatial)
+
+
+def _cosmos_config(**overrides) -> CosmosDiTConfig:
+    base = dict(
+        num_layers=28,
+        hidden_size=4096,
+        num_attention_heads=32,
+        kv_channels=128,
+        ffn_hidden_size=4 * 4096,
+        layernorm_epsilon=1e-6,
+        normalization="RMSNorm",
+        add_bias_linear=False,
+        hidden_dropout=0.0,
+        attention_dropout=0.0,
+        params_dtype=torch.bfloat16,
+        bf16=True,
+    )
+    base.update(overrides)
+    if "hidden_size" in overrides and "ffn_hidden_size" not in overrides:
+        base["ffn_hidden_size"] = 4 * base["hidden_size"]
+    return CosmosDiTConfig(**base)
+
+
+def cosmos_7b_config(**overrides) -> CosmosDiTConfig:
+    """Cosmos-1.0-Diffusion-7B-Text2World: 28 layers of width 4096, RoPE scale (t, h, w) = (2, 1, 1)."""
+    return _cosmos_config(**overrides)
+
+
+def cosmos_14b_config(**overrides) -> CosmosDiTConfig:
+    """Cosmos-1.0-Diffusion-14B-Text2World: 36 layers of width 5120, RoPE scale (2, 2, 2)."""
+    params = dict(num_layers=36, hidden_size=5120, num_attention_heads=40, rope_scale=(2.0, 2.0, 2.0))
+    params.update(overrides)
+    return _cosmos_config(**params)
+
+
+def tiny_config(**overrides) -> CosmosDiTConfig:
+    """A few-kilobyte model of the same architecture, for tests and CPU smoke runs."""
+    params = dict(
+        num_layers=2,
+        hidden_size=64,
+        num_attention_heads=4,
+        kv_channels=16,
+        adaln_lora_dim=16,
+        crossattn_dim=32,
+        params_dtype=torch.float32,
+        bf16=False,
+    )
+    params.update(overrides)
+    return _cosmos_config(**params)
+
+
+MODEL_CONFIGS = {
+    "Cosmos-1.0-Diffusion-7B-Text2World": cosmos_7b_config,
+    "Cosmos-1.0-Diffusion-14B-Text2World": cosmos_14b_config,
+}
+
+
+def config_for_model(name: str, **overrides) -> CosmosDiTConfig:
+    """The preset for a published model name; a ValueError lists the known names otherwise."""
+    try:
+        factory = MODEL_CONFIGS[name]
+    except KeyError:
+        raise ValueError(f"unknown model {name!r}; expected one of: {', '.join(MODEL_CONFIGS)}") from None
+    return factory(**overrides)
+
+
+def config_to_dict(config: CosmosDiTConfig) -> dict:
+    """The Cosmos-specific and size fields of a config, JSON-serialisable (for sidecars and checkpoints)."""
+    keys = [
+        "num_layers", "hidden_size", "num_attention_heads", "kv_channels", "ffn_hidden_size",
+        "in_channels", "out_channels", "patch_spatial", "patch_temporal", "crossattn_dim",
+        "adaln_lora_dim", "concat_padding_mask", "max_latent_size", "rope_scale", "base_fps",
+        "extra_pos_emb", "rope_in_model_dtype", "layernorm_epsilon",
+    ]
+    out = {k: getattr(config, k) for k in keys}
+    out["max_latent_size"] = list(out["max_latent_size"])
+    out["rope_scale"] = list(out["rope_scale"])
+    out["params_dtype"] = str(config.params_dtype).removeprefix("torch.")
+    return out
+
+
+def config_from_dict(values: dict) -> CosmosDiTConfig:
+    values = dict(values)
+    dtype = getattr(torch, values.pop("params_dtype", "float32"))
+    known = {f.name for f in dataclasses.fields(CosmosDiTConfig)}
+    unknown = set(values) - known
+    if unknown:
+        raise ValueError(f"unknown config fields: {sorted(unknown)}")
+    values["max_latent_size"] = tuple(values.get("max_latent_size", (128, 240, 240)))
+    values["rope_scale"] = tuple(values.get("rope_scale", (2.0, 1.0, 1.0)))
+    return _cosmos_config(params_dtype=dtype, bf16=dtype == torch.bfloat16, **values)

@@ -1,0 +1,100 @@
+"""The Cosmos-1.0 diffusion transformer (NVIDIA's "GeneralDIT") as a Megatron-Core module.
+
+    x [B, 16, T, H, W] latent, timesteps [B] (c_noise), crossattn_emb [B, L, 1024] T5 embeddings
+      -> [B, 16, T, H, W]
+
+Layers come from a ModuleSpec (`specs.get_layer_spec`), so the same model runs on plain PyTorch or
+Transformer Engine.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+import torch
+from megatron.core.transformer.module import MegatronModule
+from megatron.core.transformer.spec_utils import ModuleSpec, build_module
+from torch import nn
+from torch.nn import functional as F
+
+from .config import CosmosDiTConfig
+from .embeddings import LearnablePosEmb, RMSNorm, RoPE3D, TimestepEmbedding, patchify, timestep_sinusoid, unpatchify
+from .layers import FinalLayer
+from .specs import get_layer_spec
+
+
+class CosmosDiT(MegatronModule):
+    def __init__(self, config: CosmosDiTConfig, layer_spec: Optional[ModuleSpec] = None):
+        super().__init__(config)
+        d = config.hidden_size
+        dtype = config.params_dtype
+        patch_in = (config.in_channels + int(config.concat_padding_mask)) * math.prod(config.patch_size)
+        self.patch_embed = nn.Linear(patch_in, d, bias=False, dtype=dtype)
+        self.rope = RoPE3D(config)
+        self.extra_pos_emb = LearnablePosEmb(config).to(dtype) if config.extra_pos_emb else None
+        self.t_embedder = TimestepEmbedding(d).to(dtype)
+        self.t_norm = RMSNorm(d, config.layernorm_epsilon, dtype=dtype)
+        spec = layer_spec if layer_spec is not None else get_layer_spec()
+        self.layers = nn.ModuleList(
+            build_module(spec, config=config, layer_number=i + 1) for i in range(config.num_layers)
+        )
+        self.final_layer = FinalLayer(config).to(dtype)
+
+    def check_inputs(self, x: torch.Tensor, timesteps: torch.Tensor, crossattn_emb: torch.Tensor) -> None:
+        """ValueError naming the expected shape for anything the network cannot take."""
+        c = self.config
+        pt, ph, pw = c.patch_size
+        mt, mh, mw = c.max_latent_size
+        expected = f"[B, {c.in_channels}, T, H, W] with T a multiple of {pt}, H and W multiples of {ph}"
+        if x.dim() != 5 or x.shape[1] != c.in_channels:
+            raise ValueError(f"latent must have shape {expected}; got {list(x.shape)}")
+        b, _, t, h, w = x.shape
+        if t % pt or h % ph or w % pw or t == 0 or h == 0 or w == 0:
+            raise ValueError(f"latent must have shape {expected}; got {list(x.shape)}")
+        if t > mt or h > mh or w > mw:
+            raise ValueError(f"latent {list(x.shape)} exceeds the model's largest latent T, H, W = {mt}, {mh}, {mw}")
+        if crossattn_emb.dim() != 3 or crossattn_emb.shape[0] != b or crossattn_emb.shape[2] != c.crossattn_dim:
+            raise ValueError(
+                f"crossattn_emb must have shape [{b}, L, {c.crossattn_dim}]; got {list(crossattn_emb.shape)}"
+            )
+        if timesteps.shape != (b,):
+            raise ValueError(f"timesteps must have shape [{b}]; got {list(timesteps.shape)}")
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        timesteps: torch.Tensor,
+        crossattn_emb: torch.Tensor,
+        fps: Optional[float] = None,
+        padding_mask: Optional[torch.Tensor] = None,
+    ) -> torch.Tensor:
+        """fps drives RoPE's temporal scale (None: image, positions 0..T-1); padding_mask
+        [B, 1, H_any, W_any] is resized (nearest) to the latent and defaults to zeros, as at inference."""
+        self.check_inputs(x, timesteps, crossattn_emb)
+        c = self.config
+        dtype = self.patch_embed.weight.dtype
+        b, _, t, h, w = x.shape
+        pt, ph, pw = c.patch_size
+        grid = (t // pt, h // ph, w // pw)
+        x = x.to(dtype)
+        if c.concat_padding_mask:
+            if padding_mask is None:
+                mask = x.new_zeros(b, 1, t, h, w)
+            else:
+                mask = F.interpolate(padding_mask.to(dtype), size=(h, w), mode="nearest")
+                mask = mask.expand(b, 1, h, w)[:, :, None].expand(b, 1, t, h, w)
+            x = torch.cat([x, mask], dim=1)
+        hidden = self.patch_embed(patchify(x, c.patch_size))
+
+        sinusoid = timestep_sinusoid(timesteps, c.hidden_size).to(dtype)
+        lora = self.t_embedder(sinusoid)
+        emb = self.t_norm(sinusoid)
+
+        rope_dtype = dtype if c.rope_in_model_dtype else torch.float32
+        rope = self.rope(grid, fps, rope_dtype, x.device)
+        extra_pos = self.extra_pos_emb(grid, dtype) if self.extra_pos_emb is not None else None
+        context = crossattn_emb.to(dtype)
+        for layer in self.layers:
+            hidden = layer(hidden, context, emb, lora, rope, extra_pos)
+        return unpatchify(self.final_layer(hidden, emb, lora), grid, c.patch_size)

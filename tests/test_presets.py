@@ -1,0 +1,45 @@
+"""The 7B/14B presets: exactly diffusers' parameter counts and tensor shapes (on the meta device)."""
+
+import pytest
+import torch
+
+from nemo_cosmos.checkpoint import from_ours
+from nemo_cosmos.models import CosmosDiT, config_for_model, cosmos_7b_config, cosmos_14b_config
+
+
+@pytest.mark.parametrize(
+    "factory, kwargs, millions",
+    [
+        (cosmos_7b_config, dict(), 7236),
+        (cosmos_14b_config, dict(num_layers=36, num_attention_heads=40, rope_scale=(2.0, 2.0, 2.0)), 14267),
+    ],
+)
+def test_preset_matches_diffusers_parameter_count(diffusers_cosmos, factory, kwargs, millions):
+    cfg = factory()
+    with torch.device("meta"):
+        ours = CosmosDiT(cfg)
+        theirs = diffusers_cosmos.CosmosTransformer3DModel(**kwargs)
+    n_ours = sum(p.numel() for p in ours.parameters())
+    n_theirs = sum(p.numel() for p in theirs.parameters())
+    assert n_ours == n_theirs
+    assert round(n_ours / 1e6) == millions
+    # every tensor lands on a diffusers tensor of the same shape
+    converted = from_ours({k: v for k, v in ours.state_dict().items()}, cfg, "diffusers")
+    theirs_sd = theirs.state_dict()
+    assert converted.keys() == theirs_sd.keys()
+    for k, v in converted.items():
+        assert v.shape == theirs_sd[k].shape, k
+
+
+def test_presets_hold_the_published_hyperparameters():
+    c7, c14 = cosmos_7b_config(), cosmos_14b_config()
+    assert (c7.num_layers, c7.hidden_size, c7.num_attention_heads, c7.kv_channels) == (28, 4096, 32, 128)
+    assert (c14.num_layers, c14.hidden_size, c14.num_attention_heads, c14.kv_channels) == (36, 5120, 40, 128)
+    assert c7.rope_scale == (2.0, 1.0, 1.0) and c14.rope_scale == (2.0, 2.0, 2.0)
+    assert c7.ffn_hidden_size == 16384 and c14.ffn_hidden_size == 20480
+    assert c7.params_dtype == torch.bfloat16
+
+
+def test_unknown_model_name_is_a_clear_error():
+    with pytest.raises(ValueError, match="unknown model 'Cosmos-9B'.*Cosmos-1.0-Diffusion-7B-Text2World"):
+        config_for_model("Cosmos-9B")
