@@ -19,3 +19,53 @@ def randomize_(module: torch.nn.Module, std: float = 0.2) -> torch.nn.Module:
 def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
     return ((a.double() - b.double()).norm() / b.double().norm()).item()
 
+
+
+def save_tokenizer_files(tok, directory):
+    """encoder.jit / decoder.jit / autoencoder.jit / mean_std.pt as the tokenizer repo ships them:
+    TorchScript modules whose tensors carry NVIDIA's names, plus the patcher's buffers."""
+    import torch.nn as nn
+
+    class EncoderPart(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.encoder, self.quant_conv = tok.encoder, tok.quant_conv
+            # NVIDIA's Haar patcher keeps its filter taps as buffers
+            self.encoder.patcher3d = nn.Module()
+            self.encoder.patcher3d.register_buffer("wavelets", torch.tensor([0.7071, 0.7071]))
+            self.encoder.patcher3d.register_buffer("_arange", torch.arange(2))
+
+        def forward(self, x):
+            return self.quant_conv(self.encoder(x))
+
+    class DecoderPart(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.post_quant_conv, self.decoder = tok.post_quant_conv, tok.decoder
+
+        def forward(self, z):
+            return self.decoder(self.post_quant_conv(z))
+
+    video = torch.rand(1, 3, 9, 16, 16)
+    enc = torch.jit.trace(EncoderPart(), video, check_trace=False)
+    enc.save(str(directory / "encoder.jit"))
+    torch.jit.trace(DecoderPart(), enc(video), check_trace=False).save(str(directory / "decoder.jit"))
+    del tok.encoder.patcher3d
+    torch.save((torch.randn(16 * 16), torch.rand(16 * 16) + 0.5), directory / "mean_std.pt")
+
+
+def make_tiny_t5(directory, d_model: int = 32):
+    """A T5 encoder with random weights and a word-level tokenizer, saved as a Hub-style folder."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast, T5Config, T5EncoderModel
+
+    words = "a an the video of sks teal robot red blue green cube ball table moves left right up down".split()
+    vocab = {"<pad>": 0, "</s>": 1, "<unk>": 2, **{w: i + 3 for i, w in enumerate(words)}}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", 1)])
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="</s>", unk_token="<unk>")
+    fast.save_pretrained(directory)
+    torch.manual_seed(0)
+    cfg = T5Config(vocab_size=len(vocab), d_model=d_model, d_kv=8, d_ff=64, num_layers=1, num_heads=4)
+    T5EncoderModel(cfg).save_pretrained(directory)

@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from helpers import randomize_, rel_err
+from helpers import randomize_, rel_err, save_tokenizer_files
 
 from nemo_cosmos.tokenizer import CV8x8x8Tokenizer, read_torchscript_weights, tiny_tokenizer_config
 
@@ -75,43 +75,10 @@ def test_latent_normalisation_uses_per_frame_statistics():
         assert rel_err(tok.decode(z), tok.decode_raw(raw)) <= 1e-6
 
 
-def _save_published_layout(tok, directory):
-    """encoder.jit / decoder.jit / autoencoder.jit / mean_std.pt as the tokenizer repo ships them:
-    TorchScript modules whose tensors carry NVIDIA's names, plus the patcher's buffers."""
-    import torch.nn as nn
-
-    class EncoderPart(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.encoder, self.quant_conv = tok.encoder, tok.quant_conv
-            # NVIDIA's Haar patcher keeps its filter taps as buffers
-            self.encoder.patcher3d = nn.Module()
-            self.encoder.patcher3d.register_buffer("wavelets", torch.tensor([0.7071, 0.7071]))
-            self.encoder.patcher3d.register_buffer("_arange", torch.arange(2))
-
-        def forward(self, x):
-            return self.quant_conv(self.encoder(x))
-
-    class DecoderPart(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.post_quant_conv, self.decoder = tok.post_quant_conv, tok.decoder
-
-        def forward(self, z):
-            return self.decoder(self.post_quant_conv(z))
-
-    video = torch.rand(1, 3, 9, 16, 16)
-    enc = torch.jit.trace(EncoderPart(), video, check_trace=False)
-    enc.save(str(directory / "encoder.jit"))
-    torch.jit.trace(DecoderPart(), enc(video), check_trace=False).save(str(directory / "decoder.jit"))
-    del tok.encoder.patcher3d
-    torch.save((torch.randn(16 * 16), torch.rand(16 * 16) + 0.5), directory / "mean_std.pt")
-
-
 def test_from_pretrained_reads_published_files_without_running_them(tmp_path):
     cfg = tiny_tokenizer_config()
     source = randomize_(CV8x8x8Tokenizer(cfg)).eval()
-    _save_published_layout(source, tmp_path)
+    save_tokenizer_files(source, tmp_path)
     weights = read_torchscript_weights(tmp_path / "encoder.jit")
     assert "encoder.down.0.block.0.conv1.0.conv3d.weight" in weights
     assert "encoder.patcher3d.wavelets" in weights
@@ -130,7 +97,7 @@ def test_from_pretrained_errors(tmp_path):
     cfg = tiny_tokenizer_config()
     with pytest.raises(FileNotFoundError, match="encoder.jit.*hf download nvidia/Cosmos-1.0-Tokenizer-CV8x8x8"):
         CV8x8x8Tokenizer.from_pretrained(tmp_path, cfg)
-    _save_published_layout(randomize_(CV8x8x8Tokenizer(cfg)), tmp_path)
+    save_tokenizer_files(randomize_(CV8x8x8Tokenizer(cfg)), tmp_path)
     with pytest.raises(ValueError, match="do not fit CV8x8x8"):
         CV8x8x8Tokenizer.from_pretrained(tmp_path, tiny_tokenizer_config(num_res_blocks=3))
     (tmp_path / "decoder.jit").write_bytes(b"not a zip")

@@ -148,8 +148,9 @@ def from_ours(state_dict: Mapping[str, torch.Tensor], config: CosmosDiTConfig, l
     return out
 
 
-def load_state_dict_checked(model: torch.nn.Module, state_dict: Mapping[str, torch.Tensor]) -> None:
-    """load_state_dict(strict) with a one-line error naming the first tensor that does not fit."""
+def load_state_dict_checked(model: torch.nn.Module, state_dict: Mapping[str, torch.Tensor], assign: bool = False) -> None:
+    """load_state_dict(strict) with a one-line error naming the first tensor that does not fit.
+    assign=True adopts the given tensors (for a model built on the meta device: no second copy)."""
     own = model.state_dict()
     missing = sorted(own.keys() - state_dict.keys())
     if missing:
@@ -162,7 +163,7 @@ def load_state_dict_checked(model: torch.nn.Module, state_dict: Mapping[str, tor
             raise ValueError(
                 f"tensor {name!r} has shape {list(tensor.shape)} but the model config expects {list(own[name].shape)}"
             )
-    model.load_state_dict(state_dict, strict=True)
+    model.load_state_dict(state_dict, strict=True, assign=assign)
 
 
 def load_original_model_pt(path: str | os.PathLike, config: CosmosDiTConfig) -> Dict[str, torch.Tensor]:

@@ -55,6 +55,15 @@ def tiny_tokenizer_config(**overrides) -> TokenizerConfig:
     return TokenizerConfig(**params)
 
 
+def check_num_frames(cfg: TokenizerConfig, num_frames: int) -> None:
+    """ValueError unless the tokenizer can take `num_frames` frames in one chunk: 8k+1."""
+    if num_frames < 1 or (num_frames - 1) % cfg.temporal_compression or num_frames > cfg.pixel_chunk_frames:
+        raise ValueError(
+            f"the tokenizer takes 8k+1 frames, at most {cfg.pixel_chunk_frames} (e.g. 1, 9, ..., "
+            f"{cfg.pixel_chunk_frames}); got {num_frames}"
+        )
+
+
 # ----------------------------------------------------------------------------------------------
 # Haar wavelet patching (two levels for patch size 4)
 
@@ -310,12 +319,7 @@ class CV8x8x8Tokenizer(nn.Module):
         self.register_buffer("latent_std", torch.ones_like(stats))
 
     def check_frames(self, num_frames: int) -> None:
-        c = self.cfg
-        if num_frames < 1 or (num_frames - 1) % c.temporal_compression or num_frames > c.pixel_chunk_frames:
-            raise ValueError(
-                f"the tokenizer takes 8k+1 frames, at most {c.pixel_chunk_frames} (e.g. 1, 9, ..., "
-                f"{c.pixel_chunk_frames}); got {num_frames}"
-            )
+        check_num_frames(self.cfg, num_frames)
 
     def latent_frames(self, num_frames: int) -> int:
         self.check_frames(num_frames)

@@ -1,0 +1,129 @@
+"""Text2World generation: prompt -> T5 -> RES sampling of the DiT with guidance -> tokenizer decode.
+
+Follows NVIDIA's Cosmos-1.0 pipeline step for step (docs/generation.md lists the details): the prompt and the negative prompt are encoded separately, the noise is numpy's
+RandomState(seed), guidance combines x0 predictions, and frames are truncated (not rounded) to uint8.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Dict, Optional
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from .diffusion import SIGMA_DATA, EDMDenoiser, guided_x0, initial_noise, res_2ab_sample
+from .models import CosmosDiT
+from .text import T5TextEncoder
+from .tokenizer import CV8x8x8Tokenizer
+
+log = logging.getLogger("nemo_cosmos")
+
+DEFAULT_NEGATIVE_PROMPT = (
+    "The video captures a series of frames showing ugly scenes, static with no motion, motion blur, "
+    "over-saturation, shaky footage, low resolution, grainy texture, pixelated images, poorly lit areas, "
+    "underexposed and overexposed scenes, poor color balance, washed out colors, choppy sequences, jerky "
+    "movements, low frame rate, artifacting, color banding, unnatural transitions, outdated special effects, "
+    "fake elements, unconvincing visuals, poorly edited content, jump cuts, visual noise, and flickering. "
+    "Overall, the video is of poor quality."
+)
+
+
+def subject_prompt(prompt: str, subject_name: Optional[str]) -> str:
+    """General post-training's prompt: "A video of sks {subject}. {prompt}" (or the prompt alone)."""
+    return f"A video of sks {subject_name}. {prompt}" if subject_name else prompt
+
+
+@dataclass
+class Generation:
+    frames: np.ndarray  # [T, H, W, 3] uint8
+    latent: torch.Tensor  # [1, 16, T', H/8, W/8] float32, in the DiT's space (x sigma_data)
+    timings: Dict[str, float] = field(default_factory=dict)
+
+
+class Text2WorldPipeline:
+    def __init__(
+        self,
+        dit: CosmosDiT,
+        tokenizer: CV8x8x8Tokenizer,
+        text_encoder: T5TextEncoder,
+        device="cpu",
+        offload_text_encoder: bool = False,
+        offload_tokenizer: bool = False,
+    ):
+        self.dit, self.tokenizer, self.text_encoder = dit.eval(), tokenizer.eval(), text_encoder
+        self.device = torch.device(device)
+        self.offload_text_encoder, self.offload_tokenizer = offload_text_encoder, offload_tokenizer
+        self.dit.to(self.device)
+        if not offload_text_encoder:
+            self.text_encoder.to(self.device)
+        if not offload_tokenizer:
+            self.tokenizer.to(self.device)
+
+    @contextmanager
+    def _on_device(self, module, offloaded: bool):
+        """Offloaded modules live on the CPU and visit the GPU only while they work."""
+        if offloaded:
+            module.to(self.device)
+        try:
+            yield module
+        finally:
+            if offloaded:
+                module.to("cpu")
+                if self.device.type == "cuda":
+                    torch.cuda.empty_cache()
+
+    def encode_text(self, prompt: str, negative_prompt: str):
+        with self._on_device(self.text_encoder, self.offload_text_encoder) as t5:
+            cond = t5.encode([prompt])
+            # An empty negative prompt means "no text": the reference drops the embedding to zeros.
+            uncond = t5.encode([negative_prompt]) if negative_prompt else torch.zeros_like(cond)
+        return cond.to(self.device), uncond.to(self.device)
+
+    @torch.no_grad()
+    def __call__(
+        self,
+        prompt: str,
+        negative_prompt: str = DEFAULT_NEGATIVE_PROMPT,
+        guidance: float = 7.0,
+        num_steps: int = 35,
+        height: int = 704,
+        width: int = 1280,
+        num_frames: int = 121,
+        fps: int = 24,
+        seed: int = 1,
+        progress: bool = True,
+    ) -> Generation:
+        timings: Dict[str, float] = {}
+        t0 = time.perf_counter()
+        cond, uncond = self.encode_text(prompt, negative_prompt)
+        timings["text_encoding_s"] = time.perf_counter() - t0
+        log.info("text encoding: %.2f s", timings["text_encoding_s"])
+
+        s = self.tokenizer.cfg.spatial_compression
+        shape = (1, self.tokenizer.cfg.latent_channels, self.tokenizer.latent_frames(num_frames), height // s, width // s)
+        x_init = initial_noise(shape, seed, device=self.device)
+        denoiser = EDMDenoiser(self.dit, SIGMA_DATA)
+
+        def x0_fn(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+            return guided_x0(denoiser(x, sigma, cond, fps=fps), denoiser(x, sigma, uncond, fps=fps), guidance)
+
+        t0 = time.perf_counter()
+        bar = tqdm(total=num_steps, desc="sampling", disable=not progress, unit="step")
+        latent = res_2ab_sample(x0_fn, x_init, num_steps=num_steps, on_step=lambda i: bar.update(1))
+        bar.close()
+        timings["sampling_s"] = time.perf_counter() - t0
+        log.info("sampling (%d steps): %.2f s", num_steps, timings["sampling_s"])
+
+        t0 = time.perf_counter()
+        with self._on_device(self.tokenizer, self.offload_tokenizer) as tok:
+            video = tok.decode(latent / SIGMA_DATA)
+        video = (1.0 + video.float()).clamp(0, 2) / 2
+        frames = (video[0].permute(1, 2, 3, 0) * 255).to(torch.uint8).cpu().numpy()  # truncation
+        timings["decoding_s"] = time.perf_counter() - t0
+        log.info("decoding: %.2f s", timings["decoding_s"])
+        return Generation(frames=frames, latent=latent.float().cpu(), timings=timings)

@@ -1,0 +1,172 @@
+"""Text2World generation from the command line.
+
+    python -m nemo_cosmos.recipes.infer --prompt "A robot arm stacks red cubes on a table."
+
+Writes an H.264 mp4 and a JSON sidecar (every setting, the final prompt, stage timings). Bad input
+exits with status 2 and a one-line error, before any model is loaded, and writes no video.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import time
+
+import torch
+
+from ..checkpoint import load_original_model_pt, load_state_dict_checked
+from ..diffusion import DEFAULT_STEPS
+from ..models import CosmosDiT
+from ..models.config import config_to_dict
+from ..pipeline import DEFAULT_NEGATIVE_PROMPT, Text2WorldPipeline, subject_prompt
+from ..text import T5TextEncoder
+from ..tokenizer import CV8x8x8Tokenizer, check_num_frames
+from ..utils.video import write_json, write_mp4
+from .models import MODELS, ModelEntry, hub_snapshot, model_entry
+
+log = logging.getLogger("nemo_cosmos")
+EXIT_BAD_INPUT = 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m nemo_cosmos.recipes.infer", description=__doc__.split("\n\n")[0])
+    p.add_argument("--model", default="Cosmos-1.0-Diffusion-7B-Text2World", help=f"one of: {', '.join(MODELS)}")
+    p.add_argument("--prompt", required=True)
+    p.add_argument("--negative_prompt", default=DEFAULT_NEGATIVE_PROMPT, help='"" for none (zero text embedding)')
+    p.add_argument("--subject_name", default="", help='post-trained subject: prompt becomes "A video of sks {subject}. {prompt}"')
+    p.add_argument("--guidance", type=float, default=7.0)
+    p.add_argument("--sampler", default="RES", choices=["RES"])
+    p.add_argument("--num_steps", type=int, default=DEFAULT_STEPS)
+    p.add_argument("--video_save_path", default=None, help="default: <model>.mp4")
+    p.add_argument("--fps", type=int, default=24)
+    p.add_argument("--height", type=int, default=704)
+    p.add_argument("--width", type=int, default=1280)
+    p.add_argument("--num_video_frames", type=int, default=121)
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--num_devices", type=int, default=1)
+    p.add_argument("--cp_size", type=int, default=1)
+    p.add_argument("--checkpoint_dir", default="", help="folder with the published model.pt (default: Hugging Face cache)")
+    p.add_argument("--nemo_checkpoint", default="", help="a checkpoint folder or model.pt file (e.g. from post-training)")
+    p.add_argument("--tokenizer_dir", default="", help="folder with the CV8x8x8 tokenizer files (default: Hugging Face cache)")
+    p.add_argument("--t5_path", default="", help="T5 encoder folder or Hub name (default: google-t5/t5-11b from the cache)")
+    p.add_argument("--enable_prompt_upsampler", action="store_true")
+    p.add_argument("--offload_text_encoder", action="store_true", help="keep T5 on the CPU except while encoding")
+    p.add_argument("--offload_tokenizer", action="store_true", help="keep the tokenizer on the CPU except while decoding")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--no_progress", action="store_true")
+    return p
+
+
+def validate(args, entry: ModelEntry) -> None:
+    """Everything that can be checked without loading a model; ValueError otherwise."""
+    if not args.prompt.strip():
+        raise ValueError("--prompt is empty")
+    dit, tok = entry.dit(), entry.tokenizer()
+    step = tok.spatial_compression * dit.patch_spatial
+    max_h, max_w = (n * tok.spatial_compression for n in dit.max_latent_size[1:])
+    for name, value, top in (("height", args.height, max_h), ("width", args.width, max_w)):
+        if value % step or not step <= value <= top:
+            raise ValueError(f"--{name} {value} must be a multiple of {step} between {step} and {top}")
+    check_num_frames(tok, args.num_video_frames)
+    if args.num_steps < 1:
+        raise ValueError(f"--num_steps must be at least 1; got {args.num_steps}")
+    if args.fps <= 0:
+        raise ValueError(f"--fps must be positive; got {args.fps}")
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if not args.cp_size == args.num_devices == world:
+        raise ValueError(
+            f"--cp_size ({args.cp_size}) must equal --num_devices ({args.num_devices}) and the number of processes ({world})"
+        )
+    if args.cp_size != 1:
+        raise ValueError("context-parallel inference (--cp_size > 1) is not available yet; use --cp_size 1 --num_devices 1")
+    if args.enable_prompt_upsampler:
+        raise ValueError("--enable_prompt_upsampler: the prompt upsampler is not available yet")
+    out = args.video_save_path
+    if not out.endswith(".mp4"):
+        raise ValueError(f"--video_save_path must end in .mp4; got {out!r}")
+    parent = os.path.dirname(os.path.abspath(out))
+    if not os.path.isdir(parent):
+        raise ValueError(f"--video_save_path: folder {parent} does not exist")
+
+
+def _model_pt(args, entry: ModelEntry) -> str:
+    path = args.nemo_checkpoint or args.checkpoint_dir
+    if not path:
+        if entry.repo is None:
+            raise ValueError(f"--model {args.model} has no published weights; give --checkpoint_dir or --nemo_checkpoint")
+        path = hub_snapshot(entry.repo, ["model.pt"], f"{args.model} weights")
+    model_pt = os.path.join(path, "model.pt") if os.path.isdir(path) else path
+    if not os.path.isfile(model_pt):
+        raise FileNotFoundError(f"checkpoint not found: {path} (expected model.pt or a folder holding it)")
+    return model_pt
+
+
+def load_pipeline(args, entry: ModelEntry) -> Text2WorldPipeline:
+    cfg = entry.dit()
+    with torch.device("meta"):
+        dit = CosmosDiT(cfg)
+    load_state_dict_checked(dit, load_original_model_pt(_model_pt(args, entry), cfg), assign=True)
+    dit.to(device=args.device, dtype=cfg.params_dtype)
+
+    tok_dir = args.tokenizer_dir
+    if not tok_dir:
+        if entry.tokenizer_repo is None:
+            raise ValueError(f"--model {args.model} needs --tokenizer_dir")
+        tok_dir = hub_snapshot(entry.tokenizer_repo, ["*.jit", "mean_std.pt"], "the CV8x8x8 tokenizer")
+    tokenizer = CV8x8x8Tokenizer.from_pretrained(tok_dir, entry.tokenizer(), dtype=cfg.params_dtype)
+
+    t5_path = args.t5_path or entry.t5
+    if not t5_path:
+        raise ValueError(f"--model {args.model} needs --t5_path")
+    t5_device = "cpu" if args.offload_text_encoder else args.device
+    text_encoder = T5TextEncoder.from_pretrained(t5_path, device=t5_device)
+    return Text2WorldPipeline(
+        dit, tokenizer, text_encoder, device=args.device,
+        offload_text_encoder=args.offload_text_encoder, offload_tokenizer=args.offload_tokenizer,
+    )
+
+
+def run(args) -> str:
+    entry = model_entry(args.model)
+    args.video_save_path = args.video_save_path or f"{args.model}.mp4"
+    validate(args, entry)
+    prompt = subject_prompt(args.prompt.strip(), args.subject_name)
+
+    t0 = time.perf_counter()
+    pipe = load_pipeline(args, entry)
+    load_s = time.perf_counter() - t0
+    log.info("model loading: %.2f s", load_s)
+
+    result = pipe(
+        prompt, negative_prompt=args.negative_prompt, guidance=args.guidance, num_steps=args.num_steps,
+        height=args.height, width=args.width, num_frames=args.num_video_frames, fps=args.fps, seed=args.seed,
+        progress=not args.no_progress,
+    )
+    t0 = time.perf_counter()
+    write_mp4(args.video_save_path, result.frames, args.fps)
+    timings = {"model_loading_s": load_s, **result.timings, "writing_s": time.perf_counter() - t0}
+    settings = {k: v for k, v in vars(args).items() if k not in ("no_progress",)}
+    write_json(
+        os.path.splitext(args.video_save_path)[0] + ".json",
+        {"settings": settings, "final_prompt": prompt, "timings": timings, "dit_config": config_to_dict(entry.dit())},
+    )
+    log.info("wrote %s (%d frames, %dx%d, %d fps)", args.video_save_path, len(result.frames), args.width, args.height, args.fps)
+    return args.video_save_path
+
+
+def main(argv=None) -> int:
+    logging.basicConfig(level=logging.INFO, format="[nemo_cosmos] %(message)s")
+    args = build_parser().parse_args(argv)
+    try:
+        run(args)
+    except (ValueError, FileNotFoundError, KeyError) as e:
+        message = e.args[0] if e.args else str(e)
+        print(f"error: {message}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

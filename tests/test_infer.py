@@ -1,0 +1,109 @@
+"""The whole Text2World path on CPU with a tiny model: CLI -> mp4 + sidecar, determinism, guidance."""
+
+import json
+import re
+import subprocess
+import sys
+
+import imageio.v3 as iio
+import pytest
+import torch
+from helpers import make_tiny_t5, randomize_, save_tokenizer_files
+
+from nemo_cosmos.checkpoint import from_ours
+from nemo_cosmos.models import CosmosDiT, tiny_config
+from nemo_cosmos.recipes.infer import build_parser, load_pipeline, main
+from nemo_cosmos.recipes.models import model_entry
+from nemo_cosmos.tokenizer import CV8x8x8Tokenizer, tiny_tokenizer_config
+
+SMALL = ["--height", "32", "--width", "48", "--num_video_frames", "9", "--num_steps", "3", "--fps", "12"]
+
+
+@pytest.fixture(scope="module")
+def assets(tmp_path_factory):
+    root = tmp_path_factory.mktemp("assets")
+    cfg = tiny_config()
+    dit = randomize_(CosmosDiT(cfg))
+    (root / "dit").mkdir()
+    torch.save(from_ours(dit.state_dict(), cfg, "original"), root / "dit" / "model.pt")
+    (root / "tokenizer").mkdir()
+    save_tokenizer_files(randomize_(CV8x8x8Tokenizer(tiny_tokenizer_config()), std=0.3).eval(), root / "tokenizer")
+    make_tiny_t5(root / "t5", d_model=cfg.crossattn_dim)
+    return root
+
+
+def _args(assets, out, *extra):
+    return [
+        "--model", "cosmos-tiny", "--checkpoint_dir", str(assets / "dit"), "--tokenizer_dir", str(assets / "tokenizer"),
+        "--t5_path", str(assets / "t5"), "--video_save_path", str(out), "--no_progress", "--device", "cpu", *SMALL, *extra,
+    ]
+
+
+def test_cli_writes_playable_mp4_and_sidecar(assets, tmp_path):
+    out = tmp_path / "robot.mp4"
+    cmd = [sys.executable, "-m", "nemo_cosmos.recipes.infer", *_args(assets, out, "--prompt", "a red cube moves left",
+                                                                      "--subject_name", "teal robot")]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    frames = iio.imread(out)
+    assert frames.shape == (9, 32, 48, 3) and frames.dtype.name == "uint8"
+    meta = iio.immeta(out)
+    assert meta["fps"] == 12
+    assert "h264" in meta["codec"]
+    side = json.loads(out.with_suffix(".json").read_text())
+    assert side["final_prompt"] == "A video of sks teal robot. a red cube moves left"
+    assert side["settings"]["guidance"] == 7.0 and side["settings"]["seed"] == 1
+    assert set(side["timings"]) >= {"model_loading_s", "text_encoding_s", "sampling_s", "decoding_s"}
+    for stage in ("text encoding", "sampling (3 steps)", "decoding", "wrote"):
+        assert stage in proc.stderr
+
+
+def _latent(assets, tmp_path, *extra):
+    args = build_parser().parse_args(_args(assets, tmp_path / "x.mp4", "--prompt", "a blue ball moves up", *extra))
+    pipe = load_pipeline(args, model_entry("cosmos-tiny"))
+    return pipe(
+        args.prompt, negative_prompt=args.negative_prompt, guidance=args.guidance, num_steps=args.num_steps,
+        height=args.height, width=args.width, num_frames=args.num_video_frames, fps=args.fps, seed=args.seed,
+        progress=False,
+    ).latent
+
+
+def test_seed_guidance_and_negative_prompt(assets, tmp_path):
+    base = _latent(assets, tmp_path)
+    assert base.shape == (1, 16, 2, 4, 6)
+    assert torch.equal(base, _latent(assets, tmp_path))
+    for extra in (["--seed", "2"], ["--guidance", "3"], ["--negative_prompt", ""], ["--negative_prompt", "red cube"]):
+        other = _latent(assets, tmp_path, *extra)
+        assert (other - base).abs().max() > 1e-3, extra
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--height", "40"], "--height 40 must be a multiple of 16"),
+        (["--width", "4096"], "--width 4096 must be a multiple of 16 between 16 and 1920"),
+        (["--num_video_frames", "10"], "8k\\+1 frames"),
+        (["--model", "Cosmos-9B"], "unknown model 'Cosmos-9B'"),
+        (["--prompt", "   "], "--prompt is empty"),
+        (["--cp_size", "2"], "must equal --num_devices"),
+        (["--checkpoint_dir", "/nonexistent"], "checkpoint not found: /nonexistent \\(expected model.pt"),
+        (["--tokenizer_dir", "/nonexistent"], "tokenizer file missing: .*hf download nvidia/Cosmos-1.0-Tokenizer-CV8x8x8"),
+    ],
+)
+def test_bad_input_exits_2_without_a_video(assets, tmp_path, capsys, extra, message):
+    out = tmp_path / "bad.mp4"
+    rc = main(_args(assets, out, "--prompt", "a cube", *extra))
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2
+    assert err[-1].startswith("error: ")
+    assert re.search(message, err[-1]), err[-1]
+    assert not out.exists() and not list(tmp_path.iterdir())
+
+
+def test_corrupt_checkpoint_is_a_clear_error(assets, tmp_path, capsys):
+    bad = tmp_path / "dit"
+    bad.mkdir()
+    (bad / "model.pt").write_bytes((assets / "dit" / "model.pt").read_bytes()[:1000])
+    rc = main(_args(assets, tmp_path / "o.mp4", "--prompt", "a cube", "--checkpoint_dir", str(bad)))
+    assert rc == 2 and "cannot read" in capsys.readouterr().err
+    assert not (tmp_path / "o.mp4").exists()
