@@ -78,6 +78,15 @@ def test_model_pt_errors_name_the_problem(tmp_path):
         load_state_dict_checked(CosmosDiT(tiny_config(hidden_size=96, num_attention_heads=6)), wide)
 
 
+def test_legacy_format_model_pt_loads(tmp_path):
+    cfg = tiny_config()
+    source = randomize_(CosmosDiT(cfg))
+    path = tmp_path / "model.pt"
+    torch.save(_original_state_dict(cfg, source), path, _use_new_zipfile_serialization=False)
+    loaded = load_original_model_pt(path, cfg)
+    assert all(torch.equal(loaded[k], v) for k, v in source.state_dict().items())
+
+
 def test_pickled_code_is_refused(tmp_path):
     class Evil:
         def __reduce__(self):

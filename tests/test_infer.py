@@ -100,6 +100,19 @@ def test_bad_input_exits_2_without_a_video(assets, tmp_path, capsys, extra, mess
     assert not out.exists() and not list(tmp_path.iterdir())
 
 
+def test_published_model_missing_from_cache_names_the_download(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    out = tmp_path / "v.mp4"
+    rc = main(["--prompt", "a robot", "--video_save_path", str(out)])
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert "hf download nvidia/Cosmos-1.0-Diffusion-7B-Text2World model.pt" in err
+    assert not out.exists()
+
+
 def test_corrupt_checkpoint_is_a_clear_error(assets, tmp_path, capsys):
     bad = tmp_path / "dit"
     bad.mkdir()

@@ -172,9 +172,15 @@ def load_original_model_pt(path: str | os.PathLike, config: CosmosDiTConfig) -> 
     if not os.path.isfile(path):
         raise FileNotFoundError(f"checkpoint file not found: {path}")
     try:
-        state_dict = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        try:
+            state_dict = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError as e:
+            if "mmap" not in str(e):
+                raise
+            # files saved before torch's zip format cannot be memory-mapped
+            state_dict = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # truncated zip, not a torch file, or a pickle asking for code
-        raise ValueError(f"cannot read {path} as a weights-only torch checkpoint: {e}") from None
+        raise ValueError(f"cannot read {path} as a weights-only torch checkpoint: {str(e).splitlines()[0]}") from None
     if not isinstance(state_dict, Mapping) or not any(k.startswith("net.") for k in state_dict):
         raise ValueError(f"{path} does not hold a Cosmos network state dict (no 'net.' keys)")
     return to_ours(state_dict, config, "original")

@@ -1,0 +1,117 @@
+"""The full Text2World pipeline at 121 x 704 x 1280 on one GPU, stage by stage, with peak memory.
+
+    python benchmarks/pipeline.py [--steps 2] [--offload both|none ...]
+
+Random weights at the published sizes (T5-11B encoder in float32, the 7B DiT and the CV8x8x8
+tokenizer in bf16): the published weights cannot be downloaded here, and time and memory do not
+depend on the values. Sampling runs --steps steps (each: two DiT forwards, guidance on); the
+35-step time is projected from the per-step time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+import warnings
+
+import torch
+
+warnings.filterwarnings("ignore")
+
+from nemo_cosmos.models import CosmosDiT, cosmos_7b_config  # noqa: E402
+from nemo_cosmos.pipeline import Text2WorldPipeline  # noqa: E402
+from nemo_cosmos.text import T5TextEncoder  # noqa: E402
+from nemo_cosmos.tokenizer import CV8x8x8Tokenizer, TokenizerConfig  # noqa: E402
+
+
+def fill_(model: torch.nn.Module) -> torch.nn.Module:
+    g = torch.Generator(device="cuda").manual_seed(0)
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() == 1:
+                p.copy_(1.0 + 0.1 * torch.randn(p.shape, generator=g, device="cuda"))
+            else:
+                p.copy_(torch.randn(p.shape, generator=g, device="cuda") * (0.5 / p[0].numel() ** 0.5))
+    return model
+
+
+def on_gpu_then(model: torch.nn.Module, dtype, device: str) -> torch.nn.Module:
+    model = fill_(model.to_empty(device="cuda").to(dtype))
+    return model.to(device)
+
+
+def t5_11b(device: str) -> T5TextEncoder:
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast, T5Config, T5EncoderModel
+
+    words = "a robot arm picks up red cubes in a bright warehouse and the camera follows it slowly".split()
+    vocab = {"<pad>": 0, "</s>": 1, "<unk>": 2, **{w: i + 3 for i, w in enumerate(dict.fromkeys(words))}}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", 1)])
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="</s>", unk_token="<unk>")
+    cfg = T5Config(vocab_size=32128, d_model=1024, d_kv=128, d_ff=65536, num_layers=24, num_heads=128)
+    with torch.device("meta"):
+        enc = T5EncoderModel(cfg)
+    return T5TextEncoder(fast, on_gpu_then(enc, torch.float32, device))
+
+
+def run(offload: bool, steps: int) -> dict:
+    torch.cuda.empty_cache()
+    torch.cuda.reset_peak_memory_stats()
+    base = torch.cuda.memory_allocated()
+    with torch.device("meta"):
+        dit = CosmosDiT(cosmos_7b_config())
+        tok = CV8x8x8Tokenizer(TokenizerConfig())
+    dit = on_gpu_then(dit, torch.bfloat16, "cuda")
+    tok = on_gpu_then(tok, torch.bfloat16, "cpu" if offload else "cuda")
+    tok.latent_std.fill_(1.0)
+    tok.latent_mean.zero_()
+    t5 = t5_11b("cpu" if offload else "cuda")
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    pipe = Text2WorldPipeline(dit, tok, t5, device="cuda", offload_text_encoder=offload, offload_tokenizer=offload)
+    t0 = time.perf_counter()
+    out = pipe("a robot arm picks up red cubes in a bright warehouse", num_steps=steps, progress=False)
+    torch.cuda.synchronize()
+    res = {
+        "offload": offload,
+        "steps": steps,
+        "frames_shape": list(out.frames.shape),
+        **out.timings,
+        "total_s": time.perf_counter() - t0,
+        "peak_gib": (torch.cuda.max_memory_allocated() - base) / 2**30,
+        "per_step_s": out.timings["sampling_s"] / (steps + 1),
+    }
+    res["projected_35_step_total_s"] = (
+        res["text_encoding_s"] + res["per_step_s"] * 36 + res["decoding_s"]
+    )
+    del pipe, dit, tok, t5, out
+    torch.cuda.empty_cache()
+    return res
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--steps", type=int, default=2)
+    ap.add_argument("--offload", nargs="+", default=["none", "both"], choices=["none", "both"])
+    ap.add_argument("--json")
+    args = ap.parse_args()
+    print(f"device: {torch.cuda.get_device_name()}  torch {torch.__version__}", flush=True)
+    results = [run(mode == "both", args.steps) for mode in args.offload]
+    for r in results:
+        print(json.dumps(r), flush=True)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=1)
+    for r in results:
+        print(
+            f"offload={'T5+tokenizer' if r['offload'] else 'none'}: peak {r['peak_gib']:.1f} GiB; text {r['text_encoding_s']:.1f} s, "
+            f"{r['per_step_s']:.2f} s per x0 evaluation (2 DiT forwards), decode {r['decoding_s']:.1f} s; "
+            f"35-step video projected {r['projected_35_step_total_s']:.0f} s"
+        )
+
+
+if __name__ == "__main__":
+    main()
