@@ -1,0 +1,27 @@
+"""T5 encoding as the reference: 512 positions, zeros past each prompt's tokens (EOS included)."""
+
+import pytest
+import torch
+from helpers import make_tiny_t5
+
+from nemo_cosmos.text import T5TextEncoder
+
+
+def test_padding_positions_are_zero_and_prompt_positions_match_unpadded(tmp_path):
+    make_tiny_t5(tmp_path)
+    enc = T5TextEncoder.from_pretrained(str(tmp_path))
+    out = enc.encode(["a red cube moves left", "the robot"])
+    assert out.shape == (2, 512, 32) and out.dtype == torch.float32
+    lengths = [6, 3]  # words + EOS
+    for row, n in zip(out, lengths):
+        assert row[:n].abs().sum(-1).min() > 0
+        assert torch.count_nonzero(row[n:]) == 0
+    # the real attention mask is used: padding does not change the prompt's own embeddings
+    ids = enc.tokenizer(["the robot"], return_tensors="pt")["input_ids"]
+    alone = enc.model(input_ids=ids).last_hidden_state[0]
+    assert torch.allclose(out[1, :3], alone, atol=1e-5)
+
+
+def test_missing_model_names_the_download(tmp_path):
+    with pytest.raises(FileNotFoundError, match="cannot load the T5 text encoder from .*hf download google-t5/t5-11b"):
+        T5TextEncoder.from_pretrained(str(tmp_path / "nothing"))
