@@ -21,6 +21,7 @@ import torch
 
 warnings.filterwarnings("ignore")
 
+from common import fill_random_  # noqa: E402
 from nemo_cosmos.checkpoint import to_ours  # noqa: E402
 from nemo_cosmos.models import CosmosDiT, cosmos_7b_config, cosmos_14b_config  # noqa: E402
 
@@ -32,16 +33,6 @@ PRESETS = {
 
 def rel(a, b):
     return ((a.float() - b.float()).norm() / b.float().norm()).item()
-
-
-def fill_random_(model: torch.nn.Module, seed: int = 0) -> None:
-    g = torch.Generator(device="cuda").manual_seed(seed)
-    with torch.no_grad():
-        for p in model.parameters():
-            if p.dim() == 1:
-                p.copy_(1.0 + 0.1 * torch.randn(p.shape, generator=g, device="cuda"))
-            else:
-                p.copy_(torch.randn(p.shape, generator=g, device="cuda") * (0.5 / p.shape[-1] ** 0.5))
 
 
 def timed(fn, runs):

@@ -19,25 +19,15 @@ import torch
 
 warnings.filterwarnings("ignore")
 
+from common import fill_random_  # noqa: E402
 from nemo_cosmos.models import CosmosDiT, cosmos_7b_config  # noqa: E402
 from nemo_cosmos.pipeline import Text2WorldPipeline  # noqa: E402
 from nemo_cosmos.text import T5TextEncoder  # noqa: E402
 from nemo_cosmos.tokenizer import CV8x8x8Tokenizer, TokenizerConfig  # noqa: E402
 
 
-def fill_(model: torch.nn.Module) -> torch.nn.Module:
-    g = torch.Generator(device="cuda").manual_seed(0)
-    with torch.no_grad():
-        for p in model.parameters():
-            if p.dim() == 1:
-                p.copy_(1.0 + 0.1 * torch.randn(p.shape, generator=g, device="cuda"))
-            else:
-                p.copy_(torch.randn(p.shape, generator=g, device="cuda") * (0.5 / p[0].numel() ** 0.5))
-    return model
-
-
 def on_gpu_then(model: torch.nn.Module, dtype, device: str) -> torch.nn.Module:
-    model = fill_(model.to_empty(device="cuda").to(dtype))
+    model = fill_random_(model.to_empty(device="cuda").to(dtype))
     return model.to(device)
 
 

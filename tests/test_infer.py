@@ -12,7 +12,7 @@ from helpers import make_tiny_t5, randomize_, save_tokenizer_files
 
 from nemo_cosmos.checkpoint import from_ours
 from nemo_cosmos.models import CosmosDiT, tiny_config
-from nemo_cosmos.recipes.infer import build_parser, load_pipeline, main
+from nemo_cosmos.recipes.infer import build_parser, generate, load_pipeline, main
 from nemo_cosmos.recipes.models import model_entry
 from nemo_cosmos.tokenizer import CV8x8x8Tokenizer, tiny_tokenizer_config
 
@@ -60,12 +60,9 @@ def test_cli_writes_playable_mp4_and_sidecar(assets, tmp_path):
 
 def _latent(assets, tmp_path, *extra):
     args = build_parser().parse_args(_args(assets, tmp_path / "x.mp4", "--prompt", "a blue ball moves up", *extra))
-    pipe = load_pipeline(args, model_entry("cosmos-tiny"))
-    return pipe(
-        args.prompt, negative_prompt=args.negative_prompt, guidance=args.guidance, num_steps=args.num_steps,
-        height=args.height, width=args.width, num_frames=args.num_video_frames, fps=args.fps, seed=args.seed,
-        progress=False,
-    ).latent
+    entry = model_entry("cosmos-tiny")
+    pipe = load_pipeline(args, entry, entry.dit(), entry.tokenizer())
+    return generate(pipe, args, args.prompt).latent
 
 
 def test_seed_guidance_and_negative_prompt(assets, tmp_path):

@@ -24,91 +24,61 @@ LAYOUTS = ("diffusers", "original")
 _ORIGINAL_IGNORED_PREFIXES = ("net.pos_embedder.", "logvar.")
 
 
-def _global_map(layout: str, config: CosmosDiTConfig) -> Dict[str, List[str]]:
-    if layout == "diffusers":
-        m = {
-            "patch_embed.weight": ["patch_embed.proj.weight"],
-            "t_embedder.linear_1.weight": ["time_embed.t_embedder.linear_1.weight"],
-            "t_embedder.linear_2.weight": ["time_embed.t_embedder.linear_2.weight"],
-            "t_norm.weight": ["time_embed.norm.weight"],
-            "final_layer.adaln.linear_1.weight": ["norm_out.linear_1.weight"],
-            "final_layer.adaln.linear_2.weight": ["norm_out.linear_2.weight"],
-            "final_layer.linear.weight": ["proj_out.weight"],
-        }
-        pos = "learnable_pos_embed."
-    else:
-        m = {
-            "patch_embed.weight": ["net.x_embedder.proj.1.weight"],
-            "t_embedder.linear_1.weight": ["net.t_embedder.1.linear_1.weight"],
-            "t_embedder.linear_2.weight": ["net.t_embedder.1.linear_2.weight"],
-            "t_norm.weight": ["net.affline_norm.weight"],
-            "final_layer.adaln.linear_1.weight": ["net.final_layer.adaLN_modulation.1.weight"],
-            "final_layer.adaln.linear_2.weight": ["net.final_layer.adaLN_modulation.2.weight"],
-            "final_layer.linear.weight": ["net.final_layer.linear.weight"],
-        }
-        pos = "net.extra_pos_embedder."
-    if config.extra_pos_emb:
-        for axis in "thw":
-            m[f"extra_pos_emb.pos_emb_{axis}"] = [f"{pos}pos_emb_{axis}"]
-    return m
-
-
-def _layer_map(layout: str, i: int) -> Dict[str, List[str]]:
-    o = f"layers.{i}."
-    if layout == "diffusers":
-        p = f"transformer_blocks.{i}."
-        adaln = {"adaln_self": "norm1", "adaln_cross": "norm2", "adaln_mlp": "norm3"}
-        m = {
-            f"{o}{ours}.linear_{j}.weight": [f"{p}{theirs}.linear_{j}.weight"]
-            for ours, theirs in adaln.items()
-            for j in (1, 2)
-        }
-        sa, ca = p + "attn1.", p + "attn2."
-        m.update({
-            o + "self_attention.linear_qkv.weight": [sa + "to_q.weight", sa + "to_k.weight", sa + "to_v.weight"],
-            o + "self_attention.q_layernorm.weight": [sa + "norm_q.weight"],
-            o + "self_attention.k_layernorm.weight": [sa + "norm_k.weight"],
-            o + "self_attention.linear_proj.weight": [sa + "to_out.0.weight"],
-            o + "cross_attention.linear_q.weight": [ca + "to_q.weight"],
-            o + "cross_attention.linear_kv.weight": [ca + "to_k.weight", ca + "to_v.weight"],
-            o + "cross_attention.q_layernorm.weight": [ca + "norm_q.weight"],
-            o + "cross_attention.k_layernorm.weight": [ca + "norm_k.weight"],
-            o + "cross_attention.linear_proj.weight": [ca + "to_out.0.weight"],
-            o + "mlp.linear_fc1.weight": [p + "ff.net.0.proj.weight"],
-            o + "mlp.linear_fc2.weight": [p + "ff.net.2.weight"],
-        })
-        return m
-    p = f"net.blocks.block{i}.blocks."
-    adaln = {"adaln_self": "0", "adaln_cross": "1", "adaln_mlp": "2"}
-    m = {
-        f"{o}{ours}.linear_{j}.weight": [f"{p}{sub}.adaLN_modulation.{j}.weight"]
-        for ours, sub in adaln.items()
-        for j in (1, 2)
-    }
-    sa, ca = p + "0.block.attn.", p + "1.block.attn."
-    m.update({
-        o + "self_attention.linear_qkv.weight": [sa + "to_q.0.weight", sa + "to_k.0.weight", sa + "to_v.0.weight"],
-        o + "self_attention.q_layernorm.weight": [sa + "to_q.1.weight"],
-        o + "self_attention.k_layernorm.weight": [sa + "to_k.1.weight"],
-        o + "self_attention.linear_proj.weight": [sa + "to_out.0.weight"],
-        o + "cross_attention.linear_q.weight": [ca + "to_q.0.weight"],
-        o + "cross_attention.linear_kv.weight": [ca + "to_k.0.weight", ca + "to_v.0.weight"],
-        o + "cross_attention.q_layernorm.weight": [ca + "to_q.1.weight"],
-        o + "cross_attention.k_layernorm.weight": [ca + "to_k.1.weight"],
-        o + "cross_attention.linear_proj.weight": [ca + "to_out.0.weight"],
-        o + "mlp.linear_fc1.weight": [p + "2.block.layer1.weight"],
-        o + "mlp.linear_fc2.weight": [p + "2.block.layer2.weight"],
-    })
-    return m
+# our key -> (diffusers source keys, original source keys); several sources are concatenated.
+_GLOBAL_KEYS = {
+    "patch_embed.weight": (["patch_embed.proj.weight"], ["net.x_embedder.proj.1.weight"]),
+    "t_embedder.linear_1.weight": (["time_embed.t_embedder.linear_1.weight"], ["net.t_embedder.1.linear_1.weight"]),
+    "t_embedder.linear_2.weight": (["time_embed.t_embedder.linear_2.weight"], ["net.t_embedder.1.linear_2.weight"]),
+    "t_norm.weight": (["time_embed.norm.weight"], ["net.affline_norm.weight"]),
+    "final_layer.adaln.linear_1.weight": (["norm_out.linear_1.weight"], ["net.final_layer.adaLN_modulation.1.weight"]),
+    "final_layer.adaln.linear_2.weight": (["norm_out.linear_2.weight"], ["net.final_layer.adaLN_modulation.2.weight"]),
+    "final_layer.linear.weight": (["proj_out.weight"], ["net.final_layer.linear.weight"]),
+}
+_POS_EMB_KEYS = {
+    f"extra_pos_emb.pos_emb_{axis}": ([f"learnable_pos_embed.pos_emb_{axis}"], [f"net.extra_pos_embedder.pos_emb_{axis}"])
+    for axis in "thw"
+}
+# Per layer, relative to the prefixes below. In the original, sub-block 0 is self-attention,
+# 1 cross-attention, 2 the MLP; to_q.1 / to_k.1 are the q/k RMSNorms.
+_LAYER_PREFIXES = ("transformer_blocks.{i}.", "net.blocks.block{i}.blocks.")
+_LAYER_KEYS = {
+    "adaln_self.linear_1.weight": (["norm1.linear_1.weight"], ["0.adaLN_modulation.1.weight"]),
+    "adaln_self.linear_2.weight": (["norm1.linear_2.weight"], ["0.adaLN_modulation.2.weight"]),
+    "adaln_cross.linear_1.weight": (["norm2.linear_1.weight"], ["1.adaLN_modulation.1.weight"]),
+    "adaln_cross.linear_2.weight": (["norm2.linear_2.weight"], ["1.adaLN_modulation.2.weight"]),
+    "adaln_mlp.linear_1.weight": (["norm3.linear_1.weight"], ["2.adaLN_modulation.1.weight"]),
+    "adaln_mlp.linear_2.weight": (["norm3.linear_2.weight"], ["2.adaLN_modulation.2.weight"]),
+    "self_attention.linear_qkv.weight": (
+        ["attn1.to_q.weight", "attn1.to_k.weight", "attn1.to_v.weight"],
+        ["0.block.attn.to_q.0.weight", "0.block.attn.to_k.0.weight", "0.block.attn.to_v.0.weight"],
+    ),
+    "self_attention.q_layernorm.weight": (["attn1.norm_q.weight"], ["0.block.attn.to_q.1.weight"]),
+    "self_attention.k_layernorm.weight": (["attn1.norm_k.weight"], ["0.block.attn.to_k.1.weight"]),
+    "self_attention.linear_proj.weight": (["attn1.to_out.0.weight"], ["0.block.attn.to_out.0.weight"]),
+    "cross_attention.linear_q.weight": (["attn2.to_q.weight"], ["1.block.attn.to_q.0.weight"]),
+    "cross_attention.linear_kv.weight": (
+        ["attn2.to_k.weight", "attn2.to_v.weight"],
+        ["1.block.attn.to_k.0.weight", "1.block.attn.to_v.0.weight"],
+    ),
+    "cross_attention.q_layernorm.weight": (["attn2.norm_q.weight"], ["1.block.attn.to_q.1.weight"]),
+    "cross_attention.k_layernorm.weight": (["attn2.norm_k.weight"], ["1.block.attn.to_k.1.weight"]),
+    "cross_attention.linear_proj.weight": (["attn2.to_out.0.weight"], ["1.block.attn.to_out.0.weight"]),
+    "mlp.linear_fc1.weight": (["ff.net.0.proj.weight"], ["2.block.layer1.weight"]),
+    "mlp.linear_fc2.weight": (["ff.net.2.weight"], ["2.block.layer2.weight"]),
+}
 
 
 def key_map(layout: str, config: CosmosDiTConfig) -> Dict[str, List[str]]:
     """our key -> the source keys whose dim-0 concatenation it is."""
     if layout not in LAYOUTS:
         raise ValueError(f"unknown checkpoint layout {layout!r}; expected one of {LAYOUTS}")
-    m = _global_map(layout, config)
+    col = LAYOUTS.index(layout)
+    m = {ours: srcs[col] for ours, srcs in _GLOBAL_KEYS.items()}
+    if config.extra_pos_emb:
+        m.update({ours: srcs[col] for ours, srcs in _POS_EMB_KEYS.items()})
     for i in range(config.num_layers):
-        m.update(_layer_map(layout, i))
+        prefix = _LAYER_PREFIXES[col].format(i=i)
+        m.update({f"layers.{i}.{ours}": [prefix + s for s in srcs[col]] for ours, srcs in _LAYER_KEYS.items()})
     return m
 
 

@@ -7,7 +7,6 @@ keep their Megatron meaning; the Cosmos-specific ones are added below.
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from typing import Tuple
 
@@ -126,14 +125,3 @@ def config_to_dict(config: CosmosDiTConfig) -> dict:
     out["params_dtype"] = str(config.params_dtype).removeprefix("torch.")
     return out
 
-
-def config_from_dict(values: dict) -> CosmosDiTConfig:
-    values = dict(values)
-    dtype = getattr(torch, values.pop("params_dtype", "float32"))
-    known = {f.name for f in dataclasses.fields(CosmosDiTConfig)}
-    unknown = set(values) - known
-    if unknown:
-        raise ValueError(f"unknown config fields: {sorted(unknown)}")
-    values["max_latent_size"] = tuple(values.get("max_latent_size", (128, 240, 240)))
-    values["rope_scale"] = tuple(values.get("rope_scale", (2.0, 1.0, 1.0)))
-    return _cosmos_config(params_dtype=dtype, bf16=dtype == torch.bfloat16, **values)

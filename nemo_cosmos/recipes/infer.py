@@ -19,10 +19,10 @@ import torch
 from ..checkpoint import load_original_model_pt, load_state_dict_checked
 from ..diffusion import DEFAULT_STEPS
 from ..models import CosmosDiT
-from ..models.config import config_to_dict
-from ..pipeline import DEFAULT_NEGATIVE_PROMPT, Text2WorldPipeline, subject_prompt
+from ..models.config import CosmosDiTConfig, config_to_dict
+from ..pipeline import DEFAULT_NEGATIVE_PROMPT, Generation, Text2WorldPipeline, subject_prompt
 from ..text import T5TextEncoder
-from ..tokenizer import CV8x8x8Tokenizer, check_num_frames
+from ..tokenizer import CV8x8x8Tokenizer, TokenizerConfig, check_num_frames
 from ..utils.video import write_json, write_mp4
 from .models import MODELS, ModelEntry, hub_snapshot, model_entry
 
@@ -59,11 +59,10 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def validate(args, entry: ModelEntry) -> None:
+def validate(args, dit: CosmosDiTConfig, tok: TokenizerConfig) -> None:
     """Everything that can be checked without loading a model; ValueError otherwise."""
     if not args.prompt.strip():
         raise ValueError("--prompt is empty")
-    dit, tok = entry.dit(), entry.tokenizer()
     step = tok.spatial_compression * dit.patch_spatial
     max_h, max_w = (n * tok.spatial_compression for n in dit.max_latent_size[1:])
     for name, value, top in (("height", args.height, max_h), ("width", args.width, max_w)):
@@ -103,8 +102,7 @@ def _model_pt(args, entry: ModelEntry) -> str:
     return model_pt
 
 
-def load_pipeline(args, entry: ModelEntry) -> Text2WorldPipeline:
-    cfg = entry.dit()
+def load_pipeline(args, entry: ModelEntry, cfg: CosmosDiTConfig, tok_cfg: TokenizerConfig) -> Text2WorldPipeline:
     with torch.device("meta"):
         dit = CosmosDiT(cfg)
     load_state_dict_checked(dit, load_original_model_pt(_model_pt(args, entry), cfg), assign=True)
@@ -115,7 +113,7 @@ def load_pipeline(args, entry: ModelEntry) -> Text2WorldPipeline:
         if entry.tokenizer_repo is None:
             raise ValueError(f"--model {args.model} needs --tokenizer_dir")
         tok_dir = hub_snapshot(entry.tokenizer_repo, ["*.jit", "mean_std.pt"], "the CV8x8x8 tokenizer")
-    tokenizer = CV8x8x8Tokenizer.from_pretrained(tok_dir, entry.tokenizer(), dtype=cfg.params_dtype)
+    tokenizer = CV8x8x8Tokenizer.from_pretrained(tok_dir, tok_cfg, dtype=cfg.params_dtype)
 
     t5_path = args.t5_path or entry.t5
     if not t5_path:
@@ -128,29 +126,34 @@ def load_pipeline(args, entry: ModelEntry) -> Text2WorldPipeline:
     )
 
 
-def run(args) -> str:
-    entry = model_entry(args.model)
-    args.video_save_path = args.video_save_path or f"{args.model}.mp4"
-    validate(args, entry)
-    prompt = subject_prompt(args.prompt.strip(), args.subject_name)
-
-    t0 = time.perf_counter()
-    pipe = load_pipeline(args, entry)
-    load_s = time.perf_counter() - t0
-    log.info("model loading: %.2f s", load_s)
-
-    result = pipe(
+def generate(pipe: Text2WorldPipeline, args, prompt: str) -> Generation:
+    return pipe(
         prompt, negative_prompt=args.negative_prompt, guidance=args.guidance, num_steps=args.num_steps,
         height=args.height, width=args.width, num_frames=args.num_video_frames, fps=args.fps, seed=args.seed,
         progress=not args.no_progress,
     )
+
+
+def run(args) -> str:
+    entry = model_entry(args.model)
+    dit_cfg, tok_cfg = entry.dit(), entry.tokenizer()
+    args.video_save_path = args.video_save_path or f"{args.model}.mp4"
+    validate(args, dit_cfg, tok_cfg)
+    prompt = subject_prompt(args.prompt.strip(), args.subject_name)
+
+    t0 = time.perf_counter()
+    pipe = load_pipeline(args, entry, dit_cfg, tok_cfg)
+    load_s = time.perf_counter() - t0
+    log.info("model loading: %.2f s", load_s)
+
+    result = generate(pipe, args, prompt)
     t0 = time.perf_counter()
     write_mp4(args.video_save_path, result.frames, args.fps)
     timings = {"model_loading_s": load_s, **result.timings, "writing_s": time.perf_counter() - t0}
     settings = {k: v for k, v in vars(args).items() if k not in ("no_progress",)}
     write_json(
         os.path.splitext(args.video_save_path)[0] + ".json",
-        {"settings": settings, "final_prompt": prompt, "timings": timings, "dit_config": config_to_dict(entry.dit())},
+        {"settings": settings, "final_prompt": prompt, "timings": timings, "dit_config": config_to_dict(dit_cfg)},
     )
     log.info("wrote %s (%d frames, %dx%d, %d fps)", args.video_save_path, len(result.frames), args.width, args.height, args.fps)
     return args.video_save_path

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import dataclass
-from typing import Optional, Sequence, Tuple
+from typing import Optional, Tuple
 
 import torch
 from torch import nn
@@ -318,11 +318,8 @@ class CV8x8x8Tokenizer(nn.Module):
         self.register_buffer("latent_mean", stats.clone())
         self.register_buffer("latent_std", torch.ones_like(stats))
 
-    def check_frames(self, num_frames: int) -> None:
-        check_num_frames(self.cfg, num_frames)
-
     def latent_frames(self, num_frames: int) -> int:
-        self.check_frames(num_frames)
+        check_num_frames(self.cfg, num_frames)
         return (num_frames - 1) // self.cfg.temporal_compression + 1
 
     def encode_raw(self, video: torch.Tensor) -> torch.Tensor:
@@ -336,7 +333,7 @@ class CV8x8x8Tokenizer(nn.Module):
         s = self.cfg.spatial_compression
         if c != self.cfg.in_channels or h % s or w % s:
             raise ValueError(f"video must be [B, 3, T, H, W] with H and W multiples of {s}; got {list(video.shape)}")
-        self.check_frames(t)
+        check_num_frames(self.cfg, t)
         dtype = self.quant_conv.conv3d.weight.dtype
         z = self.encode_raw(video.to(dtype)).to(video.dtype)
         n = z.shape[2]

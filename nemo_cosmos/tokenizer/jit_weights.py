@@ -9,6 +9,7 @@ allows nothing else but tensor rebuilding, so a malicious file fails instead of 
 
 from __future__ import annotations
 
+import io
 import os
 import pickle
 import zipfile
@@ -52,8 +53,6 @@ class _StorageType:
 
 class _WeightsUnpickler(pickle.Unpickler):
     def __init__(self, data: bytes, archive: zipfile.ZipFile, prefix: str):
-        import io
-
         super().__init__(io.BytesIO(data))
         self.archive, self.prefix = archive, prefix
 
