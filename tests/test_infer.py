@@ -10,7 +10,7 @@ import pytest
 import torch
 from helpers import make_tiny_t5, randomize_, save_tokenizer_files
 
-from nemo_cosmos.checkpoint import from_ours
+from nemo_cosmos.checkpoint import from_ours, save_nemo_checkpoint
 from nemo_cosmos.models import CosmosDiT, tiny_config
 from nemo_cosmos.recipes.infer import build_parser, generate, load_pipeline, main
 from nemo_cosmos.recipes.models import model_entry
@@ -29,6 +29,10 @@ def assets(tmp_path_factory):
     (root / "tokenizer").mkdir()
     save_tokenizer_files(randomize_(CV8x8x8Tokenizer(tiny_tokenizer_config()), std=0.3).eval(), root / "tokenizer")
     make_tiny_t5(root / "t5", d_model=cfg.crossattn_dim)
+    # the same weights as a NeMo checkpoint in a post-training run's folder tree, beside an older one
+    run = root / "nemo_experiments" / "tiny_finetune" / "default" / "2026-01-01_00-00-00" / "checkpoints"
+    save_nemo_checkpoint(randomize_(CosmosDiT(cfg), std=0.5).state_dict(), cfg, str(run / "epoch=0-step=4"))
+    save_nemo_checkpoint(dit.state_dict(), cfg, str(run / "epoch=1-step=9"))
     return root
 
 
@@ -74,6 +78,17 @@ def test_seed_guidance_and_negative_prompt(assets, tmp_path):
         assert (other - base).abs().max() > 1e-3, extra
 
 
+def test_nemo_checkpoint_paths_load_the_same_weights(assets, tmp_path):
+    """--nemo_checkpoint takes the weights folder, the folder above it, or a nemo_experiments tree
+    (newest step); each gives what the same weights as model.pt give."""
+    reference = _latent(assets, tmp_path)
+    step9 = assets / "nemo_experiments" / "tiny_finetune" / "default" / "2026-01-01_00-00-00" / "checkpoints" / "epoch=1-step=9"
+    for path in (step9 / "weights", step9, assets / "nemo_experiments"):
+        assert torch.equal(_latent(assets, tmp_path, "--nemo_checkpoint", str(path)), reference), path
+    older = step9.parent / "epoch=0-step=4"
+    assert not torch.equal(_latent(assets, tmp_path, "--nemo_checkpoint", str(older)), reference)
+
+
 @pytest.mark.parametrize(
     "extra, message",
     [
@@ -83,7 +98,7 @@ def test_seed_guidance_and_negative_prompt(assets, tmp_path):
         (["--model", "Cosmos-9B"], "unknown model 'Cosmos-9B'"),
         (["--prompt", "   "], "--prompt is empty"),
         (["--cp_size", "2"], "must equal --num_devices"),
-        (["--checkpoint_dir", "/nonexistent"], "checkpoint not found: /nonexistent \\(expected model.pt"),
+        (["--checkpoint_dir", "/nonexistent"], "checkpoint not found: /nonexistent"),
         (["--tokenizer_dir", "/nonexistent"], "tokenizer file missing: .*hf download nvidia/Cosmos-1.0-Tokenizer-CV8x8x8"),
     ],
 )
@@ -106,7 +121,7 @@ def test_published_model_missing_from_cache_names_the_download(tmp_path, capsys,
     rc = main(["--prompt", "a robot", "--video_save_path", str(out)])
     err = capsys.readouterr().err
     assert rc == 2
-    assert "hf download nvidia/Cosmos-1.0-Diffusion-7B-Text2World model.pt" in err
+    assert "hf download nvidia/Cosmos-1.0-Diffusion-7B-Text2World nemo/*" in err
     assert not out.exists()
 
 

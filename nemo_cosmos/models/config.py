@@ -7,6 +7,7 @@ keep their Megatron meaning; the Cosmos-specific ones are added below.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Tuple
 
@@ -26,6 +27,11 @@ class CosmosDiTConfig(TransformerConfig):
     crossattn_dim: int = 1024
     """Width of the text embeddings (T5-11B d_model)."""
     adaln_lora_dim: int = 256
+    adaln_fused: bool = False
+    """One AdaLN projection per layer (D -> 3r -> 9D, as NeMo/Megatron's DiT layer) instead of the
+    reference's three (D -> r -> 3D each). The published weights are block-diagonal in the fused
+    form, so both compute the same; a model trained in NeMo fills the off-diagonal blocks and needs
+    the fused form to be loaded exactly. Split is the default: a third of the parameters."""
     concat_padding_mask: bool = True
     max_latent_size: Tuple[int, int, int] = (128, 240, 240)
     """Largest latent (T, H, W) the position tables cover: 128 frames, 240x240 (before patching)."""
@@ -116,7 +122,7 @@ def config_to_dict(config: CosmosDiTConfig) -> dict:
     keys = [
         "num_layers", "hidden_size", "num_attention_heads", "kv_channels", "ffn_hidden_size",
         "in_channels", "out_channels", "patch_spatial", "patch_temporal", "crossattn_dim",
-        "adaln_lora_dim", "concat_padding_mask", "max_latent_size", "rope_scale", "base_fps",
+        "adaln_lora_dim", "adaln_fused", "concat_padding_mask", "max_latent_size", "rope_scale", "base_fps",
         "extra_pos_emb", "rope_in_model_dtype", "layernorm_epsilon",
     ]
     out = {k: getattr(config, k) for k in keys}
@@ -125,3 +131,17 @@ def config_to_dict(config: CosmosDiTConfig) -> dict:
     out["params_dtype"] = str(config.params_dtype).removeprefix("torch.")
     return out
 
+
+
+def config_from_dict(d: dict) -> CosmosDiTConfig:
+    """Inverse of config_to_dict (a checkpoint's ``context/`` holds that dict)."""
+    known = {f.name for f in dataclasses.fields(CosmosDiTConfig)}
+    unknown = sorted(d.keys() - known)
+    if unknown:
+        raise ValueError(f"unknown config field {unknown[0]!r}")
+    params = dict(d)
+    for k in ("max_latent_size", "rope_scale"):
+        if k in params:
+            params[k] = tuple(params[k])
+    dtype = getattr(torch, params.pop("params_dtype", "bfloat16"))
+    return _cosmos_config(**params, params_dtype=dtype, bf16=dtype == torch.bfloat16)

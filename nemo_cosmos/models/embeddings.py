@@ -104,7 +104,7 @@ class RoPE3D(nn.Module):
         if fps is None:
             pos_t = seq[:t]
         else:
-            pos_t = seq[:t] / torch.tensor(fps, dtype=dtype, device=device) * self.base_fps
+            pos_t = seq[:t] / torch.as_tensor(fps, dtype=dtype, device=device) * self.base_fps
         ang_t = torch.outer(pos_t, self._freqs(self.theta_t, self.dim_t, dtype, device))
         ang_h = torch.outer(seq[:h], self._freqs(self.theta_h, self.dim_h, dtype, device))
         ang_w = torch.outer(seq[:w], self._freqs(self.theta_w, self.dim_w, dtype, device))

@@ -42,7 +42,8 @@ class LayerSubmodules:
 
 
 class AdaLNModulation(nn.Module):
-    """silu -> D x r -> r x nD, plus the shared AdaLN-LoRA term: returns n chunks of [B, D]."""
+    """silu -> D x r -> r x nD, plus the shared AdaLN-LoRA term (3D wide: shift, scale, gate; tiled
+    when n > 3): returns n chunks of [B, D]."""
 
     def __init__(self, hidden_size: int, lora_dim: int, chunks: int):
         super().__init__()
@@ -52,6 +53,8 @@ class AdaLNModulation(nn.Module):
 
     def forward(self, emb: torch.Tensor, lora: torch.Tensor) -> Tuple[torch.Tensor, ...]:
         out = self.linear_2(self.linear_1(F.silu(emb)))
+        if out.shape[-1] > lora.shape[-1]:
+            lora = lora.repeat(1, self.chunks // 3)
         out = out + lora[:, : out.shape[-1]]
         return out.chunk(self.chunks, dim=-1)
 
@@ -121,12 +124,22 @@ class CosmosDiTLayer(MegatronModule):
         super().__init__(config)
         d, r = config.hidden_size, config.adaln_lora_dim
         self.eps = config.layernorm_epsilon
-        self.adaln_self = AdaLNModulation(d, r, 3)
+        if config.adaln_fused:
+            self.adaln = AdaLNModulation(d, 3 * r, 9)
+        else:
+            self.adaln_self = AdaLNModulation(d, r, 3)
+            self.adaln_cross = AdaLNModulation(d, r, 3)
+            self.adaln_mlp = AdaLNModulation(d, r, 3)
         self.self_attention = build_module(submodules.self_attention, config=config, layer_number=layer_number)
-        self.adaln_cross = AdaLNModulation(d, r, 3)
         self.cross_attention = build_module(submodules.cross_attention, config=config, layer_number=layer_number)
-        self.adaln_mlp = AdaLNModulation(d, r, 3)
         self.mlp = build_module(submodules.mlp, config=config, layer_number=layer_number)
+
+    def modulations(self, emb: torch.Tensor, lora: torch.Tensor) -> Tuple[Tuple[torch.Tensor, ...], ...]:
+        """(shift, scale, gate) for self-attention, cross-attention and the MLP."""
+        if hasattr(self, "adaln"):
+            m = self.adaln(emb, lora)
+            return m[0:3], m[3:6], m[6:9]
+        return self.adaln_self(emb, lora), self.adaln_cross(emb, lora), self.adaln_mlp(emb, lora)
 
     def forward(
         self,
@@ -139,11 +152,12 @@ class CosmosDiTLayer(MegatronModule):
     ) -> torch.Tensor:
         if extra_pos is not None:
             x = x + extra_pos
-        shift, scale, gate = self.adaln_self(emb, lora)
+        mod_self, mod_cross, mod_mlp = self.modulations(emb, lora)
+        shift, scale, gate = mod_self
         x = x + gate[:, None] * self.self_attention(modulated_norm(x, shift, scale, self.eps), rope)
-        shift, scale, gate = self.adaln_cross(emb, lora)
+        shift, scale, gate = mod_cross
         x = x + gate[:, None] * self.cross_attention(modulated_norm(x, shift, scale, self.eps), context)
-        shift, scale, gate = self.adaln_mlp(emb, lora)
+        shift, scale, gate = mod_mlp
         return x + gate[:, None] * self.mlp(modulated_norm(x, shift, scale, self.eps))
 
 

@@ -16,15 +16,16 @@ import time
 
 import torch
 
-from ..checkpoint import load_original_model_pt, load_state_dict_checked
+from ..checkpoint import (NEMO, find_dit_checkpoint, load_nemo_checkpoint, load_original_model_pt,
+                          load_state_dict_checked, read_saved_config)
 from ..diffusion import DEFAULT_STEPS
 from ..models import CosmosDiT
-from ..models.config import CosmosDiTConfig, config_to_dict
+from ..models.config import CosmosDiTConfig, config_from_dict, config_to_dict
 from ..pipeline import DEFAULT_NEGATIVE_PROMPT, Generation, Text2WorldPipeline, subject_prompt
 from ..text import T5TextEncoder
 from ..tokenizer import CV8x8x8Tokenizer, TokenizerConfig, check_num_frames
 from ..utils.video import write_json, write_mp4
-from .models import MODELS, ModelEntry, hub_snapshot, model_entry
+from .models import MODELS, ModelEntry, hub_snapshot, model_entry, published_dit_checkpoint
 
 log = logging.getLogger("nemo_cosmos")
 EXIT_BAD_INPUT = 2
@@ -48,7 +49,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num_devices", type=int, default=1)
     p.add_argument("--cp_size", type=int, default=1)
     p.add_argument("--checkpoint_dir", default="", help="folder with the published model.pt (default: Hugging Face cache)")
-    p.add_argument("--nemo_checkpoint", default="", help="a checkpoint folder or model.pt file (e.g. from post-training)")
+    p.add_argument("--nemo_checkpoint", default="",
+                   help="a NeMo checkpoint (its weights/ folder or the folder above), a nemo_experiments "
+                        "tree (newest checkpoint), or a model.pt file")
     p.add_argument("--tokenizer_dir", default="", help="folder with the CV8x8x8 tokenizer files (default: Hugging Face cache)")
     p.add_argument("--t5_path", default="", help="T5 encoder folder or Hub name (default: google-t5/t5-11b from the cache)")
     p.add_argument("--enable_prompt_upsampler", action="store_true")
@@ -90,23 +93,32 @@ def validate(args, dit: CosmosDiTConfig, tok: TokenizerConfig) -> None:
         raise ValueError(f"--video_save_path: folder {parent} does not exist")
 
 
-def _model_pt(args, entry: ModelEntry) -> str:
+def load_dit(args, entry: ModelEntry, cfg: CosmosDiTConfig) -> CosmosDiT:
+    """The DiT from --nemo_checkpoint / --checkpoint_dir (any layout find_dit_checkpoint knows), or
+    from the Hugging Face cache. A checkpoint we saved carries its config, which then wins."""
     path = args.nemo_checkpoint or args.checkpoint_dir
-    if not path:
-        if entry.repo is None:
-            raise ValueError(f"--model {args.model} has no published weights; give --checkpoint_dir or --nemo_checkpoint")
-        path = hub_snapshot(entry.repo, ["model.pt"], f"{args.model} weights")
-    model_pt = os.path.join(path, "model.pt") if os.path.isdir(path) else path
-    if not os.path.isfile(model_pt):
-        raise FileNotFoundError(f"checkpoint not found: {path} (expected model.pt or a folder holding it)")
-    return model_pt
+    if path:
+        kind, path = find_dit_checkpoint(path)
+    elif entry.repo is None:
+        raise ValueError(f"--model {args.model} has no published weights; give --checkpoint_dir or --nemo_checkpoint")
+    else:
+        kind, path = published_dit_checkpoint(entry.repo, f"{args.model} weights")
+    log.info("DiT weights: %s", path)
+    if kind == NEMO:
+        saved = read_saved_config(path)
+        if saved is not None:
+            cfg = config_from_dict(saved["config"])
+        state_dict, cfg = load_nemo_checkpoint(path, cfg)
+    else:
+        state_dict = load_original_model_pt(path, cfg)
+    with torch.device("meta"):
+        dit = CosmosDiT(cfg)
+    load_state_dict_checked(dit, state_dict, assign=True)
+    return dit.to(device=args.device, dtype=cfg.params_dtype)
 
 
 def load_pipeline(args, entry: ModelEntry, cfg: CosmosDiTConfig, tok_cfg: TokenizerConfig) -> Text2WorldPipeline:
-    with torch.device("meta"):
-        dit = CosmosDiT(cfg)
-    load_state_dict_checked(dit, load_original_model_pt(_model_pt(args, entry), cfg), assign=True)
-    dit.to(device=args.device, dtype=cfg.params_dtype)
+    dit = load_dit(args, entry, cfg)
 
     tok_dir = args.tokenizer_dir
     if not tok_dir:
@@ -153,7 +165,7 @@ def run(args) -> str:
     settings = {k: v for k, v in vars(args).items() if k not in ("no_progress",)}
     write_json(
         os.path.splitext(args.video_save_path)[0] + ".json",
-        {"settings": settings, "final_prompt": prompt, "timings": timings, "dit_config": config_to_dict(dit_cfg)},
+        {"settings": settings, "final_prompt": prompt, "timings": timings, "dit_config": config_to_dict(pipe.dit.config)},
     )
     log.info("wrote %s (%d frames, %dx%d, %d fps)", args.video_save_path, len(result.frames), args.width, args.height, args.fps)
     return args.video_save_path

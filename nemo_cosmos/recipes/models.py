@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Callable, Optional
+from typing import Callable, Optional, Tuple
 
+from ..checkpoint import find_dit_checkpoint
 from ..models.config import CosmosDiTConfig, cosmos_7b_config, cosmos_14b_config, tiny_config
 from ..text import T5_NAME
 from ..tokenizer import TOKENIZER_REPO, TokenizerConfig, tiny_tokenizer_config
@@ -16,7 +17,7 @@ class ModelEntry:
     dit: Callable[[], CosmosDiTConfig]
     tokenizer: Callable[[], TokenizerConfig]
     repo: Optional[str]
-    """Hugging Face repository of the DiT weights (model.pt); None for local-only models."""
+    """Hugging Face repository of the DiT weights (nemo/ and model.pt); None for local-only models."""
     tokenizer_repo: Optional[str] = TOKENIZER_REPO
     t5: str = T5_NAME
 
@@ -61,3 +62,16 @@ def hub_snapshot(repo: str, patterns: list, what: str) -> str:
             f"cannot download {what} from {repo} ({type(e).__name__}); accept its license on the Hub, "
             f"set HF_TOKEN, and run: hf download {repo} {' '.join(patterns)}"
         ) from None
+
+
+def published_dit_checkpoint(repo: str, what: str) -> Tuple[str, str]:
+    """(kind, path) of a published DiT in the Hugging Face cache: its NeMo checkpoint (``nemo/``, what
+    the download recipe fetches) or else its ``model.pt``; downloads ``nemo/`` when neither is there."""
+    from huggingface_hub import snapshot_download
+
+    for patterns in (["nemo/*"], ["model.pt"]):
+        try:
+            return find_dit_checkpoint(snapshot_download(repo, allow_patterns=patterns, local_files_only=True))
+        except Exception:
+            continue
+    return find_dit_checkpoint(hub_snapshot(repo, ["nemo/*"], what))

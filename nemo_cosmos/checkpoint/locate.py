@@ -1,0 +1,60 @@
+"""Find DiT weights where users keep them: a NeMo distributed checkpoint (its ``weights/`` folder,
+the folder above it, a Hugging Face snapshot's ``nemo/``, or a whole ``nemo_experiments`` tree, where
+the newest checkpoint wins), or NVIDIA's original ``model.pt`` (the file or its folder)."""
+
+from __future__ import annotations
+
+import os
+import re
+from typing import List, Optional, Tuple
+
+NEMO, ORIGINAL = "nemo", "original"
+_STEP = re.compile(r"step=(\d+)")
+
+
+def _is_weights_dir(path: str) -> bool:
+    return os.path.isfile(os.path.join(path, "metadata.json"))
+
+
+def experiment_checkpoints(root: str, max_depth: int = 6) -> List[str]:
+    """Every complete ``.../checkpoints/epoch=E-step=S`` folder under `root` (one with
+    ``weights/metadata.json``; a save still in progress has none), oldest step first."""
+    found = []
+    root = os.path.abspath(root)
+    for dirpath, dirnames, _ in os.walk(root):
+        depth = dirpath[len(root):].count(os.sep)
+        if depth >= max_depth:
+            dirnames[:] = []
+        if os.path.basename(dirpath) == "checkpoints":
+            for name in dirnames:
+                m = _STEP.search(name)
+                full = os.path.join(dirpath, name)
+                if m and _is_weights_dir(os.path.join(full, "weights")):
+                    found.append((int(m.group(1)), os.path.getmtime(full), full))
+            dirnames[:] = []
+    return [path for _, _, path in sorted(found)]
+
+
+def latest_experiment_checkpoint(root: str) -> Optional[str]:
+    found = experiment_checkpoints(root)
+    return found[-1] if found else None
+
+
+def find_dit_checkpoint(path: str) -> Tuple[str, str]:
+    """(kind, path): (NEMO, the weights folder) or (ORIGINAL, the model.pt file)."""
+    if os.path.isfile(path):
+        return ORIGINAL, path
+    if not os.path.isdir(path):
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    for candidate in (path, os.path.join(path, "weights"), os.path.join(path, "nemo")):
+        if _is_weights_dir(candidate):
+            return NEMO, candidate
+    if os.path.isfile(os.path.join(path, "model.pt")):
+        return ORIGINAL, os.path.join(path, "model.pt")
+    latest = latest_experiment_checkpoint(path)
+    if latest:
+        return NEMO, os.path.join(latest, "weights")
+    raise FileNotFoundError(
+        f"no checkpoint in {path}: expected a NeMo checkpoint (weights/metadata.json), "
+        "a nemo_experiments/<name>/default/<time>/checkpoints/epoch=E-step=S folder tree, or model.pt"
+    )

@@ -1,0 +1,394 @@
+"""NeMo distributed checkpoints of the Cosmos DiT: read and write them with
+``megatron.core.dist_checkpointing`` (torch_dist backend).
+
+A NeMo 2 checkpoint folder holds ``weights/`` (``metadata.json``, ``.metadata``, ``*.distcp`` shards,
+``common.pt``) and ``context/``. Tensor names are those of NeMo's Cosmos DiT
+(``DiTCrossAttentionModel7B/14B`` on Megatron-Core's ``DiTLayerWithAdaLN``) under NeMo's
+``module.`` prefix. Megatron stores the transformer layers stacked: ``module.decoder.layers.<name>``
+has a leading axis of length num_layers, sharded however the saving run was parallelised; we always
+read and write whole global tensors, so any tensor- or context-parallel layout loads anywhere.
+
+Two tensors differ in layout from ours besides their names:
+* Megatron's fused ``linear_qkv`` / ``linear_kv`` interleave per head ([q_h, k_h, v_h] for each head
+  h); ours are [all q; all k; all v].
+* Megatron's AdaLN is one D -> 3r -> 9D projection per layer; the reference (and our default) has
+  three D -> r -> 3D ones, which is the block-diagonal case of the fused form (see
+  ``CosmosDiTConfig.adaln_fused``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import logging
+import os
+import pickle
+import shutil
+import tempfile
+from typing import Dict, Iterator, Mapping, Tuple
+
+import torch
+import torch.distributed as dist
+from torch.distributed.checkpoint.api import CheckpointException
+
+from ..models.config import CosmosDiTConfig, config_to_dict
+
+log = logging.getLogger("nemo_cosmos")
+
+PREFIX = "module."
+LAYERS = PREFIX + "decoder.layers."
+WEIGHTS_DIR, CONTEXT_DIR = "weights", "context"
+CONFIG_FILE = "nemo_cosmos.json"
+
+_GLOBAL_KEYS = {
+    "patch_embed.weight": "x_embedder.proj.1.weight",
+    "t_embedder.linear_1.weight": "t_embedder.1.linear_1.weight",
+    "t_embedder.linear_2.weight": "t_embedder.1.linear_2.weight",
+    "t_norm.weight": "affline_norm.weight",
+    "final_layer.adaln.linear_1.weight": "final_layer.adaLN_modulation.1.weight",
+    "final_layer.adaln.linear_2.weight": "final_layer.adaLN_modulation.2.weight",
+    "final_layer.linear.weight": "final_layer.linear.weight",
+}
+_POS_EMB_KEYS = {f"extra_pos_emb.pos_emb_{a}": f"extra_pos_embedder.pos_emb_{a}" for a in "thw"}
+_LAYER_KEYS = {
+    "adaln.linear_1.weight": "adaLN.adaLN_modulation.1.weight",
+    "adaln.linear_2.weight": "adaLN.adaLN_modulation.2.weight",
+    "self_attention.linear_qkv.weight": "full_self_attention.linear_qkv.weight",
+    "self_attention.q_layernorm.weight": "full_self_attention.q_layernorm.weight",
+    "self_attention.k_layernorm.weight": "full_self_attention.k_layernorm.weight",
+    "self_attention.linear_proj.weight": "full_self_attention.linear_proj.weight",
+    "cross_attention.linear_q.weight": "cross_attention.linear_q.weight",
+    "cross_attention.linear_kv.weight": "cross_attention.linear_kv.weight",
+    "cross_attention.q_layernorm.weight": "cross_attention.q_layernorm.weight",
+    "cross_attention.k_layernorm.weight": "cross_attention.k_layernorm.weight",
+    "cross_attention.linear_proj.weight": "cross_attention.linear_proj.weight",
+    "mlp.linear_fc1.weight": "mlp.linear_fc1.weight",
+    "mlp.linear_fc2.weight": "mlp.linear_fc2.weight",
+}
+# Per-head interleaved projections: our key suffix -> number of fused projections.
+_INTERLEAVED = {"self_attention.linear_qkv.weight": 3, "cross_attention.linear_kv.weight": 2}
+_SPLIT_ADALN = ("adaln_self", "adaln_cross", "adaln_mlp")
+
+# NeMo tensors our network does not use: the RoPE position buffer (recomputed) and the training-time
+# log-variance head. Saved so that NeMo can load what we write; ignored when reading.
+_NEMO_ONLY = {
+    "pos_embedder.seq": lambda c: torch.arange(max(c.max_latent_size[0] // c.patch_temporal,
+                                                   c.max_latent_size[1] // c.patch_spatial,
+                                                   c.max_latent_size[2] // c.patch_spatial), dtype=torch.float32),
+    "logvar.0.freqs": lambda c: 2 * torch.pi * torch.randn(128, generator=torch.Generator().manual_seed(0)),
+    "logvar.0.phases": lambda c: 2 * torch.pi * torch.rand(128, generator=torch.Generator().manual_seed(1)),
+    # zero: the log-variance term then leaves NeMo's loss weighting unchanged
+    "logvar.1.weight": lambda c: torch.zeros(1, 128),
+}
+
+
+def nemo_key_map(config: CosmosDiTConfig) -> Tuple[Dict[str, str], Dict[str, str]]:
+    """(global tensors: ours -> NeMo key, per-layer tensors: ours relative -> stacked NeMo key)."""
+    glob = {ours: PREFIX + theirs for ours, theirs in _GLOBAL_KEYS.items()}
+    if config.extra_pos_emb:
+        glob.update({ours: PREFIX + theirs for ours, theirs in _POS_EMB_KEYS.items()})
+    return glob, {ours: LAYERS + theirs for ours, theirs in _LAYER_KEYS.items()}
+
+
+def _interleave(w: torch.Tensor, n: int, heads: int) -> torch.Tensor:
+    """[n*H*hd, in] ours ([q; k; v]) -> Megatron's per-head [q_h; k_h; v_h] order."""
+    return w.reshape(n, heads, -1, w.shape[-1]).transpose(0, 1).reshape(w.shape)
+
+
+def _deinterleave(w: torch.Tensor, n: int, heads: int) -> torch.Tensor:
+    return w.reshape(heads, n, -1, w.shape[-1]).transpose(0, 1).reshape(w.shape)
+
+
+def fuse_adaln(layer_sd: Mapping[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+    """Three AdaLN-LoRA projections -> NeMo's fused one (block-diagonal second matrix)."""
+    out = {k: v for k, v in layer_sd.items() if not k.startswith(_SPLIT_ADALN)}
+    out["adaln.linear_1.weight"] = torch.cat([layer_sd[f"{n}.linear_1.weight"] for n in _SPLIT_ADALN])
+    out["adaln.linear_2.weight"] = torch.block_diag(*[layer_sd[f"{n}.linear_2.weight"] for n in _SPLIT_ADALN])
+    return out
+
+
+def split_adaln(layer_sd: Mapping[str, torch.Tensor], where: str) -> Dict[str, torch.Tensor]:
+    """Inverse of fuse_adaln; a ValueError when the fused matrix is not block-diagonal."""
+    out = {k: v for k, v in layer_sd.items() if not k.startswith("adaln.")}
+    w1, w2 = layer_sd["adaln.linear_1.weight"], layer_sd["adaln.linear_2.weight"]
+    r, d3 = w1.shape[0] // 3, w2.shape[0] // 3
+    for i, name in enumerate(_SPLIT_ADALN):
+        block = w2[i * d3:(i + 1) * d3]
+        off_diagonal = torch.cat([block[:, : i * r], block[:, (i + 1) * r:]], dim=1)
+        if off_diagonal.count_nonzero():
+            raise ValueError(f"{where}: the fused AdaLN weight is not block-diagonal (trained in NeMo)")
+        out[f"{name}.linear_1.weight"] = w1[i * r:(i + 1) * r]
+        out[f"{name}.linear_2.weight"] = block[:, i * r:(i + 1) * r]
+    return out
+
+
+def to_nemo(state_dict: Mapping[str, torch.Tensor], config: CosmosDiTConfig) -> Dict[str, torch.Tensor]:
+    """Our state dict -> NeMo's tensors (global ones, and per-layer ones stacked on a leading axis)."""
+    glob, layer = nemo_key_map(config)
+    out = {theirs: state_dict[ours] for ours, theirs in glob.items()}
+    per_layer = []
+    for i in range(config.num_layers):
+        pre = f"layers.{i}."
+        sd = {k[len(pre):]: v for k, v in state_dict.items() if k.startswith(pre)}
+        if not config.adaln_fused:
+            sd = fuse_adaln(sd)
+        for ours, n in _INTERLEAVED.items():
+            sd[ours] = _interleave(sd[ours], n, config.num_attention_heads)
+        per_layer.append(sd)
+    for ours, theirs in layer.items():
+        out[theirs] = torch.stack([sd[ours] for sd in per_layer])
+    dtype = state_dict["t_norm.weight"].dtype
+    out.update({PREFIX + k: make(config).to(dtype) for k, make in _NEMO_ONLY.items()})
+    return out
+
+
+def from_nemo(tensors: Mapping[str, torch.Tensor], config: CosmosDiTConfig) -> Dict[str, torch.Tensor]:
+    """NeMo's tensors (as read by read_nemo_tensors) -> our state dict for `config`."""
+    glob, layer = nemo_key_map(config)
+    out = {ours: tensors[theirs] for ours, theirs in glob.items()}
+    for i in range(config.num_layers):
+        sd = {ours: tensors[theirs][i] for ours, theirs in layer.items()}
+        for ours, n in _INTERLEAVED.items():
+            sd[ours] = _deinterleave(sd[ours], n, config.num_attention_heads)
+        if not config.adaln_fused:
+            sd = split_adaln(sd, f"layer {i}")
+        out.update({f"layers.{i}.{k}": v.contiguous() for k, v in sd.items()})
+    return out
+
+
+def needs_fused_adaln(tensors: Mapping[str, torch.Tensor], config: CosmosDiTConfig) -> bool:
+    """True when a NeMo checkpoint's AdaLN weights cannot be split into the reference's three."""
+    key = LAYERS + _LAYER_KEYS["adaln.linear_2.weight"]
+    w2 = tensors[key]
+    r, d3 = w2.shape[-1] // 3, w2.shape[-2] // 3
+    mask = torch.block_diag(*[torch.ones(d3, r, dtype=torch.bool)] * 3)
+    return bool(w2[:, ~mask].count_nonzero())
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading and writing through megatron.core.dist_checkpointing
+# ---------------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _process_group() -> Iterator[None]:
+    """dist_checkpointing is collective: outside torchrun, run it in a one-process gloo group."""
+    if dist.is_initialized():
+        yield
+        return
+    dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
+    try:
+        yield
+    finally:
+        dist.destroy_process_group()
+
+
+@contextlib.contextmanager
+def _cpu_torch_cuda() -> Iterator[None]:
+    """Megatron's torch_dist writer calls torch.cuda.synchronize() and current_device(), which a
+    CPU-only torch cannot answer; make them no-ops there (and only there)."""
+    if torch.cuda.is_available():
+        yield
+        return
+    saved = torch.cuda.synchronize, torch.cuda.current_device
+    torch.cuda.synchronize, torch.cuda.current_device = (lambda *a, **k: None), (lambda: "cpu")
+    try:
+        yield
+    finally:
+        torch.cuda.synchronize, torch.cuda.current_device = saved
+
+
+class _MetadataUnpickler(pickle.Unpickler):
+    """torch.distributed.checkpoint keeps its index (``.metadata``) as a pickle and loads it with
+    plain pickle.load; we unpickle it first with this allow-list so a crafted file cannot run code."""
+
+    _MODULES = ("torch.distributed.checkpoint.metadata", "torch.distributed.checkpoint.planner",
+                "torch.distributed.checkpoint.filesystem")
+
+    def find_class(self, module: str, name: str):
+        if module in self._MODULES:
+            obj = getattr(__import__(module, fromlist=[name]), name, None)
+            if isinstance(obj, type):
+                return obj
+        if module == "torch" and name == "Size":
+            return torch.Size
+        if module == "torch" and isinstance(getattr(torch, name, None), torch.dtype):
+            return getattr(torch, name)
+        if (module, name) == ("torch.serialization", "_get_layout"):
+            return torch.serialization._get_layout
+        if (module, name) == ("collections", "OrderedDict"):
+            import collections
+
+            return collections.OrderedDict
+        raise pickle.UnpicklingError(f"refusing to load {module}.{name}")
+
+
+def check_weights_dir(weights_dir: str) -> None:
+    """A ValueError/FileNotFoundError naming the file when the folder is not a readable torch_dist
+    checkpoint: missing index, another backend, an index that asks to run code."""
+    meta_json = os.path.join(weights_dir, "metadata.json")
+    if not os.path.isfile(meta_json):
+        raise FileNotFoundError(f"not a distributed checkpoint (no metadata.json): {weights_dir}")
+    try:
+        with open(meta_json) as f:
+            backend = json.load(f).get("sharded_backend")
+    except (OSError, ValueError) as e:
+        raise ValueError(f"cannot read {meta_json}: {e}") from None
+    if backend != "torch_dist":
+        raise ValueError(f"{weights_dir}: sharded backend {backend!r} is not supported (torch_dist only)")
+    index = os.path.join(weights_dir, ".metadata")
+    if not os.path.isfile(index):
+        raise FileNotFoundError(f"checkpoint index missing: {index}")
+    try:
+        with open(index, "rb") as f:
+            _MetadataUnpickler(f).load()
+    except Exception as e:
+        raise ValueError(f"cannot read checkpoint index {index}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+
+
+def read_nemo_tensors(weights_dir: str, config: CosmosDiTConfig) -> Dict[str, torch.Tensor]:
+    """The NeMo tensors the DiT of `config` needs, as whole global tensors on the CPU, after checking
+    that the checkpoint holds each one with the shape the config implies."""
+    from megatron.core import dist_checkpointing
+    from megatron.core.dist_checkpointing import ShardedTensor
+
+    check_weights_dir(weights_dir)
+    expected = _expected_shapes(config)
+    with _process_group():
+        available = dist_checkpointing.load_tensors_metadata(weights_dir)
+        model_keys = {k for k in available if k.startswith(PREFIX)}
+        missing = sorted(expected.keys() - model_keys)
+        if missing:
+            raise ValueError(f"{weights_dir}: checkpoint lacks tensor {missing[0]!r} ({len(missing)} missing)")
+        unknown = sorted(k for k in model_keys - expected.keys() if k[len(PREFIX):] not in _NEMO_ONLY)
+        if unknown:
+            raise ValueError(f"{weights_dir}: checkpoint has tensor {unknown[0]!r} that this model does not have")
+        for key, shape in expected.items():
+            if tuple(available[key].global_shape) != shape:
+                raise ValueError(
+                    f"{weights_dir}: tensor {key!r} has shape {list(available[key].global_shape)} but the "
+                    f"{config.num_layers}-layer, width-{config.hidden_size} config expects {list(shape)}"
+                )
+        # every rank reads whole tensors; replica ids only need to differ between ranks
+        rank = dist.get_rank()
+        request = {
+            key: ShardedTensor.from_rank_offsets(key, torch.empty(shape, dtype=available[key].dtype), replica_id=rank)
+            for key, shape in expected.items()
+        }
+        try:
+            loaded = dist_checkpointing.load(request, weights_dir)
+        except (Exception, CheckpointException) as e:  # DCP's exception is not an Exception
+            raise ValueError(f"cannot read checkpoint {weights_dir}: {_first_line(e)}") from None
+    return loaded
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    for line in text.splitlines():
+        if "No such file" in line or "Errno" in line:
+            return line.strip()
+    return text.splitlines()[0] if text else type(e).__name__
+
+
+def _expected_shapes(config: CosmosDiTConfig) -> Dict[str, Tuple[int, ...]]:
+    from ..models import CosmosDiT
+
+    with torch.device("meta"):
+        model = CosmosDiT(dataclasses.replace(config, adaln_fused=True))
+    sd = model.state_dict()
+    glob, layer = nemo_key_map(config)
+    shapes = {theirs: tuple(sd[ours].shape) for ours, theirs in glob.items()}
+    shapes.update({theirs: (config.num_layers, *sd[f"layers.0.{ours}"].shape) for ours, theirs in layer.items()})
+    return shapes
+
+
+def load_nemo_checkpoint(path: str, config: CosmosDiTConfig) -> Tuple[Dict[str, torch.Tensor], CosmosDiTConfig]:
+    """Our state dict from a NeMo checkpoint (``weights/`` or its parent) and the config to build
+    the model with: `config`, switched to the fused AdaLN when the checkpoint needs it."""
+    weights_dir = weights_dir_of(path)
+    tensors = read_nemo_tensors(weights_dir, config)
+    if not config.adaln_fused and needs_fused_adaln(tensors, config):
+        log.info("%s was trained with NeMo's fused AdaLN; loading it in that form", weights_dir)
+        config = dataclasses.replace(config, adaln_fused=True)
+    sd = from_nemo(tensors, config)
+    return {k: v.to(config.params_dtype) for k, v in sd.items()}, config
+
+
+def weights_dir_of(path: str) -> str:
+    """`path` itself when it is a distributed-checkpoint folder, else its ``weights/`` sub-folder."""
+    if os.path.isfile(os.path.join(path, "metadata.json")):
+        return path
+    sub = os.path.join(path, WEIGHTS_DIR)
+    if os.path.isfile(os.path.join(sub, "metadata.json")):
+        return sub
+    raise FileNotFoundError(f"no NeMo distributed checkpoint in {path} (expected metadata.json there or in {sub})")
+
+
+def read_saved_config(path: str) -> dict | None:
+    """The config dict we store in ``context/`` beside ``weights/`` (None for NeMo's own checkpoints)."""
+    weights_dir = weights_dir_of(path)
+    f = os.path.join(os.path.dirname(weights_dir), CONTEXT_DIR, CONFIG_FILE)
+    if not os.path.isfile(f):
+        return None
+    with open(f) as fh:
+        return json.load(fh)
+
+
+def _write_nemo_context(config: CosmosDiTConfig, context_dir: str) -> None:
+    """NeMo's own context file (io.json), when NeMo is installed, so its io can restore the model."""
+    from .. import nemo_plugin
+
+    if nemo_plugin.HAVE_NEMO:
+        # what IOMixin.io_dump writes, minus its YAML side files, which need nemo_run
+        from fiddle._src.experimental import serialization
+
+        model = nemo_plugin.CosmosNeMoModel(nemo_plugin.to_io_config(config))
+        with open(os.path.join(context_dir, "io.json"), "w") as f:
+            f.write(serialization.dump_json(model.__io__))
+
+
+def save_nemo_checkpoint(state_dict: Mapping[str, torch.Tensor], config: CosmosDiTConfig, ckpt_dir: str,
+                         extra_context: dict | None = None) -> str:
+    """Write `ckpt_dir`/weights (NeMo's tensor names, torch_dist) and `ckpt_dir`/context. All ranks
+    of a running process group call this with the same (replicated) weights; rank 0 writes them.
+    The folder appears only when complete: it is written beside it and renamed into place."""
+    from megatron.core import dist_checkpointing
+    from megatron.core.dist_checkpointing import ShardedTensor
+
+    ckpt_dir = os.path.abspath(ckpt_dir)
+    if os.path.exists(ckpt_dir):
+        raise FileExistsError(f"checkpoint folder already exists: {ckpt_dir}")
+    tensors = to_nemo({k: v.detach().cpu() for k, v in state_dict.items()}, config)
+    with _process_group():
+        rank = dist.get_rank()
+        if rank == 0:
+            os.makedirs(os.path.dirname(ckpt_dir), exist_ok=True)
+        tmp = [tempfile.mkdtemp(prefix=".tmp-", dir=os.path.dirname(ckpt_dir))] if rank == 0 else [None]
+        if dist.get_world_size() > 1:
+            dist.broadcast_object_list(tmp, src=0)
+        tmp = tmp[0]
+        try:
+            if rank == 0:
+                os.makedirs(os.path.join(tmp, WEIGHTS_DIR))
+            if dist.get_world_size() > 1:
+                dist.barrier()
+            sharded = {
+                k: ShardedTensor.from_rank_offsets(k, t.contiguous(), replica_id=rank) for k, t in tensors.items()
+            }
+            with _cpu_torch_cuda():
+                dist_checkpointing.save(sharded, os.path.join(tmp, WEIGHTS_DIR))
+            if rank == 0:
+                os.makedirs(os.path.join(tmp, CONTEXT_DIR))
+                context = {"config": config_to_dict(config), **(extra_context or {})}
+                with open(os.path.join(tmp, CONTEXT_DIR, CONFIG_FILE), "w") as f:
+                    json.dump(context, f, indent=2)
+                _write_nemo_context(config, os.path.join(tmp, CONTEXT_DIR))
+                os.replace(tmp, ckpt_dir)
+        except BaseException:
+            if rank == 0:
+                shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        if dist.get_world_size() > 1:
+            dist.barrier()
+    return ckpt_dir

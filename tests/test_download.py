@@ -1,0 +1,113 @@
+"""The download recipe against a Hugging Face Hub stand-in on loopback: what one model needs lands
+in HF_HOME's cache, with the token; interrupted files resume; gated or unreachable repositories give
+one clear line naming them; infer then finds the weights in the cache."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+from fake_hub import SHA, FakeHub
+from helpers import randomize_
+
+from nemo_cosmos.checkpoint import NEMO, save_nemo_checkpoint
+from nemo_cosmos.models import CosmosDiT, tiny_config
+
+M7, M14 = "nvidia/Cosmos-1.0-Diffusion-7B-Text2World", "nvidia/Cosmos-1.0-Diffusion-14B-Text2World"
+TOKEN = "hf_secret"
+
+
+@pytest.fixture(scope="module")
+def repos(tmp_path_factory):
+    ckpt = tmp_path_factory.mktemp("dit") / "ckpt"
+    save_nemo_checkpoint(randomize_(CosmosDiT(tiny_config())).state_dict(), tiny_config(), str(ckpt))
+    nemo = {f"nemo/{f}": (ckpt / "weights" / f).read_bytes() for f in os.listdir(ckpt / "weights")}
+    big = os.urandom(12 << 20)  # more than huggingface_hub's 10 MiB read size
+    return {
+        M7: {**nemo, "model.pt": b"original weights", "README.md": b"7B"},
+        M14: {**nemo, "model.pt": b"original weights 14B"},
+        "nvidia/Cosmos-1.0-Tokenizer-CV8x8x8": {"encoder.jit": b"e", "decoder.jit": b"d", "mean_std.pt": b"m"},
+        "google-t5/t5-11b": {"config.json": b"{}", "model.safetensors": big, "tf_model.h5": b"tf"},
+        "nvidia/Cosmos-1.0-Prompt-Upsampler-12B-Text2World": {"config.json": b"{}"},
+        "nvidia/Cosmos-1.0-Guardrail": {"blocklist/custom/words": b"x"},
+    }
+
+
+@pytest.fixture
+def hub(repos):
+    h = FakeHub(repos, gated={M7: TOKEN, "nvidia/Cosmos-1.0-Guardrail": TOKEN})
+    yield h
+    h.close()
+
+
+def run(hub, home, *args, token=TOKEN, **env):
+    e = {k: v for k, v in os.environ.items() if not k.startswith("HF_")}
+    e.update(HF_ENDPOINT=hub.url, HF_HOME=str(home), HF_HUB_DISABLE_TELEMETRY="1", **env)
+    if token:
+        e["HF_TOKEN"] = token
+    return subprocess.run([sys.executable, "-m", "nemo_cosmos.recipes.download", *args],
+                          capture_output=True, text=True, env=e, timeout=300)
+
+
+def snapshot(home, repo):
+    return home / "hub" / f"models--{repo.replace('/', '--')}" / "snapshots" / SHA
+
+
+def test_fetches_what_one_model_needs(hub, repos, tmp_path):
+    proc = run(hub, tmp_path, "--model", "Cosmos-1.0-Diffusion-7B-Text2World")
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(hub.file_gets(M7)) == sorted(f for f in repos[M7] if f.startswith("nemo/"))
+    assert hub.file_gets(M14) == []  # the other model is not fetched
+    assert "tf_model.h5" not in hub.file_gets("google-t5/t5-11b")
+    for repo in ("nvidia/Cosmos-1.0-Tokenizer-CV8x8x8", "nvidia/Cosmos-1.0-Prompt-Upsampler-12B-Text2World",
+                 "nvidia/Cosmos-1.0-Guardrail"):
+        for f, data in repos[repo].items():
+            assert (snapshot(tmp_path, repo) / f).read_bytes() == data
+    assert all(auth == f"Bearer {TOKEN}" for _, path, auth, _ in hub.log if "Cosmos-1.0-Diffusion-7B" in path)
+
+    # infer's lookup finds the NeMo checkpoint in that cache, offline
+    code = ("from nemo_cosmos.recipes.models import published_dit_checkpoint as f; "
+            f"print(*f({M7!r}, 'x'))")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HF_")}
+    env.update(HF_HOME=str(tmp_path), HF_HUB_OFFLINE="1")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env).stdout.split()
+    assert out == [NEMO, str(snapshot(tmp_path, M7) / "nemo")]
+
+    # a second run fetches nothing again
+    hub.log.clear()
+    assert run(hub, tmp_path, "--model", "Cosmos-1.0-Diffusion-7B-Text2World").returncode == 0
+    assert not any(hub.file_gets(repo) for repo in repos)
+
+
+def test_broken_transfer_resumes_where_it_stopped(hub, repos, tmp_path):
+    big = repos["google-t5/t5-11b"]["model.safetensors"]
+    hub.cut_once["model.safetensors"] = 11 << 20
+    proc = run(hub, tmp_path, "--model", "Cosmos-1.0-Diffusion-14B-Text2World", "--skip_upsampler", "--skip_guardrail")
+    assert proc.returncode == 0, proc.stderr
+    ranges = [r for m, p, _, r in hub.log if m == "GET" and p.endswith("model.safetensors")]
+    assert ranges == [None, f"bytes={10 << 20}-"]  # the whole 10 MiB read before the break is kept
+    assert (snapshot(tmp_path, "google-t5/t5-11b") / "model.safetensors").read_bytes() == big
+
+
+def test_gated_repo_without_token_names_it_and_what_to_do(hub, tmp_path):
+    proc = run(hub, tmp_path, "--model", "Cosmos-1.0-Diffusion-7B-Text2World", token=None)
+    assert proc.returncode == 2
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
+    assert any(M7 in e and "accept the license at https://huggingface.co/" + M7 in e and "HF_TOKEN" in e for e in errors)
+    assert any("nvidia/Cosmos-1.0-Guardrail" in e for e in errors)
+    assert errors[-1] == "error: 2 of 5 downloads failed (see above)"
+    # what was not gated still arrived
+    assert (snapshot(tmp_path, "nvidia/Cosmos-1.0-Tokenizer-CV8x8x8") / "mean_std.pt").exists()
+
+
+def test_offline_names_the_repository(hub, tmp_path):
+    proc = run(hub, tmp_path, "--model", "Cosmos-1.0-Diffusion-14B-Text2World", HF_HUB_OFFLINE="1")
+    assert proc.returncode == 2
+    assert f"error: {M14}: not in the cache and the Hub cannot be reached" in proc.stderr
+    assert hub.file_gets(M14) == []
+
+
+def test_unknown_model_is_refused(hub, tmp_path):
+    proc = run(hub, tmp_path, "--model", "Cosmos-9B")
+    assert proc.returncode == 2 and "invalid choice: 'Cosmos-9B'" in proc.stderr
