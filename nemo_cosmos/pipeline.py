@@ -14,12 +14,13 @@ from typing import Dict, Optional
 
 import numpy as np
 import torch
+import torch.distributed as dist
 from tqdm import tqdm
 
 from .diffusion import SIGMA_DATA, EDMDenoiser, guided_x0, initial_noise, res_2ab_sample
 from .models import CosmosDiT
-from .text import T5TextEncoder
-from .tokenizer import CV8x8x8Tokenizer
+from .text import MAX_TOKENS, T5TextEncoder
+from .tokenizer import CV8x8x8Tokenizer, TokenizerConfig, latent_shape
 
 log = logging.getLogger("nemo_cosmos")
 
@@ -40,29 +41,42 @@ def subject_prompt(prompt: str, subject_name: Optional[str]) -> str:
 
 @dataclass
 class Generation:
-    frames: np.ndarray  # [T, H, W, 3] uint8
+    frames: Optional[np.ndarray]  # [T, H, W, 3] uint8; None on context-parallel ranks other than 0
     latent: torch.Tensor  # [1, 16, T', H/8, W/8] float32, in the DiT's space (x sigma_data)
     timings: Dict[str, float] = field(default_factory=dict)
 
 
 class Text2WorldPipeline:
+    """With a context-parallel `group`, every rank runs the DiT on its share of the tokens; only the
+    group's first rank needs (and is given) the text encoder and the tokenizer: it encodes the
+    prompts, broadcasts the embeddings, and decodes the result."""
+
     def __init__(
         self,
         dit: CosmosDiT,
-        tokenizer: CV8x8x8Tokenizer,
-        text_encoder: T5TextEncoder,
+        tokenizer: Optional[CV8x8x8Tokenizer],
+        text_encoder: Optional[T5TextEncoder],
         device="cpu",
         offload_text_encoder: bool = False,
         offload_tokenizer: bool = False,
+        tokenizer_config: Optional[TokenizerConfig] = None,
+        group=None,
     ):
-        self.dit, self.tokenizer, self.text_encoder = dit.eval(), tokenizer.eval(), text_encoder
+        self.group = group if group is not None and dist.get_world_size(group) > 1 else None
+        self.is_main = self.group is None or dist.get_rank(self.group) == 0
+        if self.is_main and (tokenizer is None or text_encoder is None):
+            raise ValueError("the first rank needs the tokenizer and the text encoder")
+        self.dit, self.tokenizer, self.text_encoder = dit.eval(), tokenizer, text_encoder
+        self.tok_cfg = tokenizer.cfg if tokenizer is not None else tokenizer_config
         self.device = torch.device(device)
         self.offload_text_encoder, self.offload_tokenizer = offload_text_encoder, offload_tokenizer
         self.dit.to(self.device)
-        if not offload_text_encoder:
+        if self.tokenizer is not None:
+            self.tokenizer.eval()
+            if not offload_tokenizer:
+                self.tokenizer.to(self.device)
+        if self.text_encoder is not None and not offload_text_encoder:
             self.text_encoder.to(self.device)
-        if not offload_tokenizer:
-            self.tokenizer.to(self.device)
 
     @contextmanager
     def _on_device(self, module, offloaded: bool):
@@ -78,11 +92,19 @@ class Text2WorldPipeline:
                     torch.cuda.empty_cache()
 
     def encode_text(self, prompt: str, negative_prompt: str):
-        with self._on_device(self.text_encoder, self.offload_text_encoder) as t5:
-            cond = t5.encode([prompt])
-            # An empty negative prompt means "no text": the reference drops the embedding to zeros.
-            uncond = t5.encode([negative_prompt]) if negative_prompt else torch.zeros_like(cond)
-        return cond.to(self.device), uncond.to(self.device)
+        if self.is_main:
+            with self._on_device(self.text_encoder, self.offload_text_encoder) as t5:
+                cond = t5.encode([prompt]).to(self.device)
+                # An empty negative prompt means "no text": the reference drops the embedding to zeros.
+                uncond = t5.encode([negative_prompt]).to(self.device) if negative_prompt else torch.zeros_like(cond)
+        else:
+            cond = torch.empty(1, MAX_TOKENS, self.dit.config.crossattn_dim, device=self.device)
+            uncond = torch.empty_like(cond)
+        if self.group is not None:
+            src = dist.get_global_rank(self.group, 0)
+            for t in (cond, uncond):
+                dist.broadcast(t, src=src, group=self.group)
+        return cond, uncond
 
     @torch.no_grad()
     def __call__(
@@ -104,8 +126,7 @@ class Text2WorldPipeline:
         timings["text_encoding_s"] = time.perf_counter() - t0
         log.info("text encoding: %.2f s", timings["text_encoding_s"])
 
-        s = self.tokenizer.cfg.spatial_compression
-        shape = (1, self.tokenizer.cfg.latent_channels, self.tokenizer.latent_frames(num_frames), height // s, width // s)
+        shape = (1, *latent_shape(self.tok_cfg, num_frames, height, width))
         x_init = initial_noise(shape, seed, device=self.device)
         denoiser = EDMDenoiser(self.dit, SIGMA_DATA)
 
@@ -119,6 +140,8 @@ class Text2WorldPipeline:
         timings["sampling_s"] = time.perf_counter() - t0
         log.info("sampling (%d steps): %.2f s", num_steps, timings["sampling_s"])
 
+        if not self.is_main:
+            return Generation(frames=None, latent=latent.float().cpu(), timings=timings)
         t0 = time.perf_counter()
         with self._on_device(self.tokenizer, self.offload_tokenizer) as tok:
             video = tok.decode(latent / SIGMA_DATA)

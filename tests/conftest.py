@@ -4,6 +4,11 @@ import warnings
 
 import pytest
 import torch
+from helpers import make_tiny_t5, randomize_, save_tokenizer_files
+
+from nemo_cosmos.checkpoint import from_ours, save_nemo_checkpoint
+from nemo_cosmos.models import CosmosDiT, tiny_config
+from nemo_cosmos.tokenizer import CV8x8x8Tokenizer, tiny_tokenizer_config
 
 # Megatron-Core warns at import about missing Transformer Engine/Apex; the fallback is the point here.
 warnings.filterwarnings("ignore", module="megatron")
@@ -34,3 +39,21 @@ def diffusers_cosmos():
             functional=functional, InterpolationMode=types.SimpleNamespace(NEAREST="nearest")
         )
     return mod
+
+
+@pytest.fixture(scope="session")
+def assets(tmp_path_factory):
+    """A tiny DiT (as model.pt and as NeMo checkpoints), tokenizer files and T5, made once."""
+    root = tmp_path_factory.mktemp("assets")
+    cfg = tiny_config()
+    dit = randomize_(CosmosDiT(cfg))
+    (root / "dit").mkdir()
+    torch.save(from_ours(dit.state_dict(), cfg, "original"), root / "dit" / "model.pt")
+    (root / "tokenizer").mkdir()
+    save_tokenizer_files(randomize_(CV8x8x8Tokenizer(tiny_tokenizer_config()), std=0.3).eval(), root / "tokenizer")
+    make_tiny_t5(root / "t5", d_model=cfg.crossattn_dim)
+    # the same weights as a NeMo checkpoint in a post-training run's folder tree, beside an older one
+    run = root / "nemo_experiments" / "tiny_finetune" / "default" / "2026-01-01_00-00-00" / "checkpoints"
+    save_nemo_checkpoint(randomize_(CosmosDiT(cfg), std=0.5).state_dict(), cfg, str(run / "epoch=0-step=4"))
+    save_nemo_checkpoint(dit.state_dict(), cfg, str(run / "epoch=1-step=9"))
+    return root

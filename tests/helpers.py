@@ -3,6 +3,17 @@
 import torch
 
 
+SMALL = ["--height", "32", "--width", "48", "--num_video_frames", "9", "--num_steps", "3", "--fps", "12"]
+
+
+def infer_args(assets, out, *extra):
+    """Command-line arguments of a tiny CPU generation with the `assets` fixture's files."""
+    return [
+        "--model", "cosmos-tiny", "--checkpoint_dir", str(assets / "dit"), "--tokenizer_dir", str(assets / "tokenizer"),
+        "--t5_path", str(assets / "t5"), "--video_save_path", str(out), "--no_progress", "--device", "cpu", *SMALL, *extra,
+    ]
+
+
 def randomize_(module: torch.nn.Module, std: float = 0.2) -> torch.nn.Module:
     """Give every parameter non-trivial values (norm scales near 1), so a swapped tensor shows."""
     g = torch.Generator().manual_seed(1234)

@@ -8,39 +8,10 @@ import sys
 import imageio.v3 as iio
 import pytest
 import torch
-from helpers import make_tiny_t5, randomize_, save_tokenizer_files
+from helpers import infer_args as _args
 
-from nemo_cosmos.checkpoint import from_ours, save_nemo_checkpoint
-from nemo_cosmos.models import CosmosDiT, tiny_config
 from nemo_cosmos.recipes.infer import build_parser, generate, load_pipeline, main
 from nemo_cosmos.recipes.models import model_entry
-from nemo_cosmos.tokenizer import CV8x8x8Tokenizer, tiny_tokenizer_config
-
-SMALL = ["--height", "32", "--width", "48", "--num_video_frames", "9", "--num_steps", "3", "--fps", "12"]
-
-
-@pytest.fixture(scope="module")
-def assets(tmp_path_factory):
-    root = tmp_path_factory.mktemp("assets")
-    cfg = tiny_config()
-    dit = randomize_(CosmosDiT(cfg))
-    (root / "dit").mkdir()
-    torch.save(from_ours(dit.state_dict(), cfg, "original"), root / "dit" / "model.pt")
-    (root / "tokenizer").mkdir()
-    save_tokenizer_files(randomize_(CV8x8x8Tokenizer(tiny_tokenizer_config()), std=0.3).eval(), root / "tokenizer")
-    make_tiny_t5(root / "t5", d_model=cfg.crossattn_dim)
-    # the same weights as a NeMo checkpoint in a post-training run's folder tree, beside an older one
-    run = root / "nemo_experiments" / "tiny_finetune" / "default" / "2026-01-01_00-00-00" / "checkpoints"
-    save_nemo_checkpoint(randomize_(CosmosDiT(cfg), std=0.5).state_dict(), cfg, str(run / "epoch=0-step=4"))
-    save_nemo_checkpoint(dit.state_dict(), cfg, str(run / "epoch=1-step=9"))
-    return root
-
-
-def _args(assets, out, *extra):
-    return [
-        "--model", "cosmos-tiny", "--checkpoint_dir", str(assets / "dit"), "--tokenizer_dir", str(assets / "tokenizer"),
-        "--t5_path", str(assets / "t5"), "--video_save_path", str(out), "--no_progress", "--device", "cpu", *SMALL, *extra,
-    ]
 
 
 def test_cli_writes_playable_mp4_and_sidecar(assets, tmp_path):

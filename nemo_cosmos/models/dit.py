@@ -40,6 +40,8 @@ class CosmosDiT(MegatronModule):
             build_module(spec, config=config, layer_number=i + 1) for i in range(config.num_layers)
         )
         self.final_layer = FinalLayer(config).to(dtype)
+        # set by parallel.apply_context_parallel: splits the tokens across ranks, gathers the output
+        self.token_sharding = None
 
     def check_inputs(self, x: torch.Tensor, timesteps: torch.Tensor, crossattn_emb: torch.Tensor) -> None:
         """ValueError naming the expected shape for anything the network cannot take."""
@@ -94,7 +96,12 @@ class CosmosDiT(MegatronModule):
         rope_dtype = dtype if c.rope_in_model_dtype else torch.float32
         rope = self.rope(grid, fps, rope_dtype, x.device)
         extra_pos = self.extra_pos_emb(grid, dtype) if self.extra_pos_emb is not None else None
+        if self.token_sharding is not None:
+            hidden, rope, extra_pos = self.token_sharding.shard(hidden, rope, extra_pos)
         context = crossattn_emb.to(dtype)
         for layer in self.layers:
             hidden = layer(hidden, context, emb, lora, rope, extra_pos)
-        return unpatchify(self.final_layer(hidden, emb, lora), grid, c.patch_size)
+        out = self.final_layer(hidden, emb, lora)
+        if self.token_sharding is not None:
+            out = self.token_sharding.gather(out)
+        return unpatchify(out, grid, c.patch_size)

@@ -15,16 +15,20 @@ import sys
 import time
 
 import torch
+import torch.distributed as dist
 
 from ..checkpoint import (NEMO, find_dit_checkpoint, load_nemo_checkpoint, load_original_model_pt,
                           load_state_dict_checked, read_saved_config)
 from ..diffusion import DEFAULT_STEPS
 from ..models import CosmosDiT
+from ..models.specs import te_available
+from ..parallel import (apply_context_parallel, context_parallel_group, init_distributed, is_main_rank, shutdown,
+                        world_size_from_env)
 from ..models.config import CosmosDiTConfig, config_from_dict, config_to_dict
 from ..pipeline import DEFAULT_NEGATIVE_PROMPT, Generation, Text2WorldPipeline, subject_prompt
 from ..text import T5TextEncoder
-from ..tokenizer import CV8x8x8Tokenizer, TokenizerConfig, check_num_frames
-from ..utils.video import write_json, write_mp4
+from ..tokenizer import CV8x8x8Tokenizer, TokenizerConfig, check_num_frames, latent_shape
+from ..utils.video import write_json, write_mp4, write_tensor
 from .models import MODELS, ModelEntry, hub_snapshot, model_entry, published_dit_checkpoint
 
 log = logging.getLogger("nemo_cosmos")
@@ -59,6 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--offload_tokenizer", action="store_true", help="keep the tokenizer on the CPU except while decoding")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--no_progress", action="store_true")
+    p.add_argument("--save_latent", action="store_true", help="also save the final latent as <video>.latent.pt")
     return p
 
 
@@ -76,13 +81,20 @@ def validate(args, dit: CosmosDiTConfig, tok: TokenizerConfig) -> None:
         raise ValueError(f"--num_steps must be at least 1; got {args.num_steps}")
     if args.fps <= 0:
         raise ValueError(f"--fps must be positive; got {args.fps}")
-    world = int(os.environ.get("WORLD_SIZE", "1"))
+    world = world_size_from_env()
     if not args.cp_size == args.num_devices == world:
         raise ValueError(
-            f"--cp_size ({args.cp_size}) must equal --num_devices ({args.num_devices}) and the number of processes ({world})"
+            f"--cp_size ({args.cp_size}) must equal --num_devices ({args.num_devices}) and the number of processes "
+            f"({world}; start N processes with torchrun --nproc_per_node=N)"
         )
-    if args.cp_size != 1:
-        raise ValueError("context-parallel inference (--cp_size > 1) is not available yet; use --cp_size 1 --num_devices 1")
+    if args.cp_size > 1:
+        _, t, h, w = latent_shape(tok, args.num_video_frames, args.height, args.width)
+        pt, ph, pw = dit.patch_size
+        tokens = (t // pt) * (h // ph) * (w // pw)
+        if tokens % args.cp_size:
+            raise ValueError(f"--cp_size {args.cp_size} must divide the {tokens} video tokens of this size")
+        if dit.num_attention_heads % args.cp_size and not te_available():
+            raise ValueError(f"--cp_size {args.cp_size} must divide the model's {dit.num_attention_heads} attention heads")
     if args.enable_prompt_upsampler:
         raise ValueError("--enable_prompt_upsampler: the prompt upsampler is not available yet")
     out = args.video_save_path
@@ -117,8 +129,14 @@ def load_dit(args, entry: ModelEntry, cfg: CosmosDiTConfig) -> CosmosDiT:
     return dit.to(device=args.device, dtype=cfg.params_dtype)
 
 
-def load_pipeline(args, entry: ModelEntry, cfg: CosmosDiTConfig, tok_cfg: TokenizerConfig) -> Text2WorldPipeline:
+def load_pipeline(args, entry: ModelEntry, cfg: CosmosDiTConfig, tok_cfg: TokenizerConfig, group=None) -> Text2WorldPipeline:
+    """The pipeline; with a context-parallel `group`, the DiT is split across it and only its first
+    rank loads the tokenizer and T5."""
     dit = load_dit(args, entry, cfg)
+    if group is not None:
+        apply_context_parallel(dit, group)
+        if dist.get_rank(group) != 0:
+            return Text2WorldPipeline(dit, None, None, device=args.device, tokenizer_config=tok_cfg, group=group)
 
     tok_dir = args.tokenizer_dir
     if not tok_dir:
@@ -134,7 +152,7 @@ def load_pipeline(args, entry: ModelEntry, cfg: CosmosDiTConfig, tok_cfg: Tokeni
     text_encoder = T5TextEncoder.from_pretrained(t5_path, device=t5_device)
     return Text2WorldPipeline(
         dit, tokenizer, text_encoder, device=args.device,
-        offload_text_encoder=args.offload_text_encoder, offload_tokenizer=args.offload_tokenizer,
+        offload_text_encoder=args.offload_text_encoder, offload_tokenizer=args.offload_tokenizer, group=group,
     )
 
 
@@ -153,16 +171,28 @@ def run(args) -> str:
     validate(args, dit_cfg, tok_cfg)
     prompt = subject_prompt(args.prompt.strip(), args.subject_name)
 
+    group = None
+    if args.cp_size > 1:
+        args.device = str(init_distributed(args.cp_size))
+        group = context_parallel_group()
+        if not is_main_rank():
+            log.setLevel(logging.WARNING)
+        log.info("context parallel over %d processes", args.cp_size)
+
     t0 = time.perf_counter()
-    pipe = load_pipeline(args, entry, dit_cfg, tok_cfg)
+    pipe = load_pipeline(args, entry, dit_cfg, tok_cfg, group)
     load_s = time.perf_counter() - t0
     log.info("model loading: %.2f s", load_s)
 
     result = generate(pipe, args, prompt)
+    if not is_main_rank():
+        return args.video_save_path
+    if args.save_latent:
+        write_tensor(os.path.splitext(args.video_save_path)[0] + ".latent.pt", result.latent)
     t0 = time.perf_counter()
     write_mp4(args.video_save_path, result.frames, args.fps)
     timings = {"model_loading_s": load_s, **result.timings, "writing_s": time.perf_counter() - t0}
-    settings = {k: v for k, v in vars(args).items() if k not in ("no_progress",)}
+    settings = {k: v for k, v in vars(args).items() if k not in ("no_progress", "save_latent")}
     write_json(
         os.path.splitext(args.video_save_path)[0] + ".json",
         {"settings": settings, "final_prompt": prompt, "timings": timings, "dit_config": config_to_dict(pipe.dit.config)},
@@ -178,8 +208,12 @@ def main(argv=None) -> int:
         run(args)
     except (ValueError, FileNotFoundError, KeyError) as e:
         message = e.args[0] if e.args else str(e)
-        print(f"error: {message}", file=sys.stderr)
+        # under torchrun, this rank's non-zero exit makes torchrun stop the others
+        rank = f"rank {os.environ['RANK']}: " if world_size_from_env() > 1 else ""
+        print(f"error: {rank}{message}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    finally:
+        shutdown()
     return 0
 
 

@@ -64,6 +64,13 @@ def check_num_frames(cfg: TokenizerConfig, num_frames: int) -> None:
         )
 
 
+def latent_shape(cfg: TokenizerConfig, num_frames: int, height: int, width: int) -> Tuple[int, int, int, int]:
+    """(channels, T, H, W) of the latent of a num_frames x height x width video."""
+    check_num_frames(cfg, num_frames)
+    s = cfg.spatial_compression
+    return cfg.latent_channels, (num_frames - 1) // cfg.temporal_compression + 1, height // s, width // s
+
+
 # ----------------------------------------------------------------------------------------------
 # Haar wavelet patching (two levels for patch size 4)
 
@@ -319,8 +326,7 @@ class CV8x8x8Tokenizer(nn.Module):
         self.register_buffer("latent_std", torch.ones_like(stats))
 
     def latent_frames(self, num_frames: int) -> int:
-        check_num_frames(self.cfg, num_frames)
-        return (num_frames - 1) // self.cfg.temporal_compression + 1
+        return latent_shape(self.cfg, num_frames, 0, 0)[1]
 
     def encode_raw(self, video: torch.Tensor) -> torch.Tensor:
         return self.quant_conv(self.encoder(video))

@@ -45,3 +45,16 @@ def write_json(path: str, data: Any) -> None:
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+def write_tensor(path: str, tensor) -> None:
+    """torch.save, atomically (readable back with torch.load(weights_only=True))."""
+    import torch
+
+    tmp = _temp_beside(path, ".pt")
+    try:
+        torch.save(tensor, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
