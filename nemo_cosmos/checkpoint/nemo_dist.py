@@ -123,8 +123,10 @@ def split_adaln(layer_sd: Mapping[str, torch.Tensor], where: str) -> Dict[str, t
     return out
 
 
-def to_nemo(state_dict: Mapping[str, torch.Tensor], config: CosmosDiTConfig) -> Dict[str, torch.Tensor]:
-    """Our state dict -> NeMo's tensors (global ones, and per-layer ones stacked on a leading axis)."""
+def to_nemo(state_dict: Mapping[str, torch.Tensor], config: CosmosDiTConfig,
+            extras: Mapping[str, torch.Tensor] | None = None) -> Dict[str, torch.Tensor]:
+    """Our state dict -> NeMo's tensors (global ones, and per-layer ones stacked on a leading axis).
+    `extras` gives values for NeMo's tensors outside the network (e.g. a trained ``logvar.*``)."""
     glob, layer = nemo_key_map(config)
     out = {theirs: state_dict[ours] for ours, theirs in glob.items()}
     per_layer = []
@@ -139,7 +141,11 @@ def to_nemo(state_dict: Mapping[str, torch.Tensor], config: CosmosDiTConfig) -> 
     for ours, theirs in layer.items():
         out[theirs] = torch.stack([sd[ours] for sd in per_layer])
     dtype = state_dict["t_norm.weight"].dtype
-    out.update({PREFIX + k: make(config).to(dtype) for k, make in _NEMO_ONLY.items()})
+    extras = dict(extras or {})
+    unknown = sorted(extras.keys() - _NEMO_ONLY.keys())
+    if unknown:
+        raise KeyError(f"not a NeMo-only tensor: {unknown[0]!r}")
+    out.update({PREFIX + k: extras.get(k, make(config)).to(dtype) for k, make in _NEMO_ONLY.items()})
     return out
 
 
@@ -348,8 +354,26 @@ def _write_nemo_context(config: CosmosDiTConfig, context_dir: str) -> None:
             f.write(serialization.dump_json(model.__io__))
 
 
+def read_nemo_extras(path: str) -> Dict[str, torch.Tensor]:
+    """NeMo's tensors outside the network (``logvar.*``, ...) that the checkpoint holds, by name."""
+    from megatron.core import dist_checkpointing
+    from megatron.core.dist_checkpointing import ShardedTensor
+
+    weights_dir = weights_dir_of(path)
+    check_weights_dir(weights_dir)
+    with _process_group():
+        available = dist_checkpointing.load_tensors_metadata(weights_dir)
+        rank = dist.get_rank()
+        request = {
+            k: ShardedTensor.from_rank_offsets(PREFIX + k, torch.empty(available[PREFIX + k].global_shape,
+                                                                       dtype=available[PREFIX + k].dtype), replica_id=rank)
+            for k in _NEMO_ONLY if PREFIX + k in available
+        }
+        return dist_checkpointing.load(request, weights_dir) if request else {}
+
+
 def save_nemo_checkpoint(state_dict: Mapping[str, torch.Tensor], config: CosmosDiTConfig, ckpt_dir: str,
-                         extra_context: dict | None = None) -> str:
+                         extra_context: dict | None = None, extras: Mapping[str, torch.Tensor] | None = None) -> str:
     """Write `ckpt_dir`/weights (NeMo's tensor names, torch_dist) and `ckpt_dir`/context. All ranks
     of a running process group call this with the same (replicated) weights; rank 0 writes them.
     The folder appears only when complete: it is written beside it and renamed into place."""
@@ -359,7 +383,8 @@ def save_nemo_checkpoint(state_dict: Mapping[str, torch.Tensor], config: CosmosD
     ckpt_dir = os.path.abspath(ckpt_dir)
     if os.path.exists(ckpt_dir):
         raise FileExistsError(f"checkpoint folder already exists: {ckpt_dir}")
-    tensors = to_nemo({k: v.detach().cpu() for k, v in state_dict.items()}, config)
+    tensors = to_nemo({k: v.detach().cpu() for k, v in state_dict.items()}, config,
+                      {k: v.detach().cpu() for k, v in (extras or {}).items()})
     with _process_group():
         rank = dist.get_rank()
         if rank == 0:

@@ -7,9 +7,11 @@ bf16-rounded sigma and returns a bf16 x0.
 
 from __future__ import annotations
 
+import math
 from typing import Optional
 
 import torch
+from torch import nn
 
 SIGMA_DATA = 0.5
 
@@ -53,3 +55,55 @@ def guided_x0(cond_x0: torch.Tensor, uncond_x0: torch.Tensor, guidance: float) -
     """Classifier-free guidance exactly as Cosmos-1.0 combines the two x0 predictions:
     cond + guidance * (cond - uncond) (so guidance 7 is a scale of 8 in the uncond + w*(cond-uncond) form)."""
     return cond_x0 + guidance * (cond_x0 - uncond_x0)
+
+
+# ---------------------------------------------------------------------------------------------
+# Training: the reference's denoising loss (NeMo's Cosmos diffusion pipeline)
+
+
+class LogVarHead(nn.Module):
+    """Per-noise-level log-variance u(sigma) for Kendall's uncertainty weighting: random Fourier
+    features of c_noise (128, normalised) and a linear map to one value. Names follow NeMo's
+    ``logvar.0.freqs / logvar.0.phases / logvar.1.weight``."""
+
+    def __init__(self, channels: int = 128, seed: int = 0):
+        super().__init__()
+        g = torch.Generator().manual_seed(seed)
+        self.register_buffer("freqs", 2 * math.pi * torch.randn(channels, generator=g))
+        self.register_buffer("phases", 2 * math.pi * torch.rand(channels, generator=g))
+        self.linear = nn.Linear(channels, 1, bias=False)
+        nn.init.zeros_(self.linear.weight)  # starts as plain EDM weighting
+
+    def forward(self, c_noise: torch.Tensor) -> torch.Tensor:
+        features = torch.cos(torch.outer(c_noise.float(), self.freqs.float()) + self.phases.float()) * math.sqrt(2)
+        return self.linear(features).squeeze(-1)
+
+
+def training_sigma(batch: int, generator: torch.Generator, p_mean: float = 0.0, p_std: float = 1.0) -> torch.Tensor:
+    """Noise levels for training: ln(sigma) ~ N(p_mean, p_std^2)."""
+    return torch.exp(p_mean + p_std * torch.randn(batch, generator=generator))
+
+
+def edm_loss(
+    net: nn.Module,
+    x0: torch.Tensor,
+    text: torch.Tensor,
+    sigma: torch.Tensor,
+    noise: torch.Tensor,
+    fps: Optional[float] = None,
+    logvar: Optional[LogVarHead] = None,
+    sigma_data: float = SIGMA_DATA,
+) -> torch.Tensor:
+    """Mean over elements of w(sigma) * (D(x0 + sigma * noise) - x0)^2 with the EDM weight
+    w = (sigma^2 + sigma_data^2) / (sigma * sigma_data)^2; with a log-variance head u, each sample's
+    term becomes w * mse / e^u + u (Kendall et al.)."""
+    view = (-1,) + (1,) * (x0.dim() - 1)
+    x0 = x0.float()
+    xt = x0 + sigma.view(view) * noise
+    x0_pred = EDMDenoiser(net, sigma_data)(xt, sigma, text, fps=fps).float()
+    weight = (sigma**2 + sigma_data**2) / (sigma * sigma_data) ** 2
+    loss = weight.view(view) * (x0_pred - x0) ** 2
+    if logvar is not None:
+        u = logvar(edm_coefficients(sigma, sigma_data)[3])
+        loss = loss * torch.exp(-u).view(view) + u.view(view)
+    return loss.mean()

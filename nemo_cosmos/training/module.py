@@ -1,0 +1,122 @@
+"""The Cosmos DiT as a Lightning module trained with the reference's EDM denoising loss.
+
+Usable from any Lightning (or NeMo-style) training script:
+
+    module = CosmosDiffusionModule(cosmos_7b_config(), lr=1e-6)
+    module.load_base_weights("nemo_experiments/.../weights")   # or a model.pt, or the HF snapshot
+    trainer = lightning.Trainer(..., plugins=[NeMoCheckpointIO()], strategy=checkpoint_strategy(...))
+    trainer.fit(module, datamodule=CachedVideoDataModule(path, max_steps=1000))
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import Dict, Optional, Tuple
+
+import lightning.pytorch as pl
+import torch
+from torch.utils.checkpoint import checkpoint
+
+from ..checkpoint import find_dit_checkpoint, load_nemo_checkpoint, load_original_model_pt, load_state_dict_checked
+from ..checkpoint.locate import NEMO
+from ..checkpoint.nemo_dist import read_nemo_extras
+from ..diffusion import SIGMA_DATA, LogVarHead, edm_loss, training_sigma
+from ..models import CosmosDiT
+from ..models.config import CosmosDiTConfig
+
+# our LogVarHead <-> NeMo's logvar.* names
+_LOGVAR_NAMES = {"freqs": "logvar.0.freqs", "phases": "logvar.0.phases", "linear.weight": "logvar.1.weight"}
+
+
+def apply_activation_checkpointing(model: CosmosDiT) -> None:
+    """Recompute each transformer layer in the backward pass instead of keeping its activations
+    (Megatron's "full" recompute). The layers keep their names: checkpoints are unchanged."""
+    for layer in model.layers:
+        forward = layer.forward
+        layer.forward = lambda *args, _f=forward: checkpoint(_f, *args, use_reentrant=False)
+
+
+class CosmosDiffusionModule(pl.LightningModule):
+    def __init__(
+        self,
+        config: CosmosDiTConfig,
+        lr: float = 1e-6,
+        weight_decay: float = 0.0,
+        betas: Tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        text_dropout: float = 0.2,
+        p_mean: float = 0.0,
+        p_std: float = 1.0,
+        loss_add_logvar: bool = True,
+        activation_checkpointing: bool = False,
+        seed: int = 1234,
+    ):
+        super().__init__()
+        self.config = config  # what checkpoints record (and store the weights in)
+        # float32 parameters: Lightning's bf16-mixed precision computes in bf16 under autocast while
+        # the optimizer updates float32 weights, as Megatron's float32 main parameters do
+        self.dit = CosmosDiT(dataclasses.replace(config, params_dtype=torch.float32, bf16=False))
+        self.logvar = LogVarHead() if loss_add_logvar else None
+        if activation_checkpointing:
+            apply_activation_checkpointing(self.dit)
+        self.lr, self.weight_decay, self.betas, self.eps = lr, weight_decay, tuple(betas), eps
+        self.text_dropout, self.p_mean, self.p_std, self.seed = text_dropout, p_mean, p_std, seed
+        self._t_last: Optional[float] = None
+
+    # -- weights -------------------------------------------------------------------------------
+    def load_base_weights(self, path: str) -> None:
+        """Start from a NeMo checkpoint (and its trained log-variance head) or a model.pt."""
+        kind, found = find_dit_checkpoint(path)
+        if kind == NEMO:
+            state_dict, config = load_nemo_checkpoint(found, self.config)
+            if config.adaln_fused != self.config.adaln_fused:
+                raise ValueError(f"{found} has NeMo's fused AdaLN: build the module with adaln_fused=True")
+            extras = read_nemo_extras(found)
+            if self.logvar is not None and all(n in extras for n in _LOGVAR_NAMES.values()):
+                self.logvar.load_state_dict({ours: extras[theirs] for ours, theirs in _LOGVAR_NAMES.items()})
+        else:
+            state_dict = load_original_model_pt(found, self.config)
+        load_state_dict_checked(self.dit, {k: v.float() for k, v in state_dict.items()})
+
+    def nemo_extras(self) -> Dict[str, torch.Tensor]:
+        """The log-variance head under NeMo's names, saved beside the network."""
+        if self.logvar is None:
+            return {}
+        sd = self.logvar.state_dict()
+        return {theirs: sd[ours] for ours, theirs in _LOGVAR_NAMES.items()}
+
+    # -- training ------------------------------------------------------------------------------
+    def _generator(self) -> torch.Generator:
+        # noise levels, noise and text dropout depend on (seed, step, rank) only: a resumed run
+        # draws exactly what the interrupted one would have drawn
+        return torch.Generator().manual_seed(self.seed * 1_000_003 + self.global_step * 1009 + self.global_rank)
+
+    def training_step(self, batch: Dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        x0, text, fps = batch["x0"], batch["text"], batch["fps"]
+        b = x0.shape[0]
+        g = self._generator()
+        sigma = training_sigma(b, g, self.p_mean, self.p_std).to(x0.device)
+        noise = torch.randn(x0.shape, generator=g).to(x0.device)
+        keep = (torch.rand(b, generator=g) >= self.text_dropout).to(text.device)
+        text = text * keep.view(-1, 1, 1)  # dropped text is the zero embedding, as at sampling
+        # RoPE takes one frame rate per forward: samples at different rates go one by one
+        groups = [torch.arange(b)] if bool((fps == fps[0]).all()) else [torch.tensor([i]) for i in range(b)]
+        loss = sum(
+            edm_loss(self.dit, x0[i], text[i], sigma[i], noise[i], fps=float(fps[i[0]]), logvar=self.logvar,
+                     sigma_data=SIGMA_DATA) * len(i)
+            for i in groups
+        ) / b
+        self.log("loss", loss, prog_bar=True, on_step=True, batch_size=b)
+        return loss
+
+    def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
+        now = time.perf_counter()
+        if self._t_last is not None:
+            samples = batch["x0"].shape[0] * self.trainer.world_size
+            self.log("samples_per_s", samples / (now - self._t_last), prog_bar=True, on_step=True, batch_size=1)
+        self._t_last = now
+
+    def configure_optimizers(self):
+        return torch.optim.AdamW(self.parameters(), lr=self.lr, betas=self.betas, eps=self.eps,
+                                 weight_decay=self.weight_decay)

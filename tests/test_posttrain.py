@@ -1,0 +1,214 @@
+"""General post-training on CPU with the tiny model and a few synthetic videos: prepare -> train
+(it learns) -> checkpoints where NeMo puts them -> resume with the same loss curve, also after a
+hard kill -> generate from the checkpoint with the subject prompt."""
+
+import csv
+import glob
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+from helpers import infer_args
+
+from nemo_cosmos.checkpoint import find_dit_checkpoint, load_original_model_pt
+from nemo_cosmos.diffusion import edm_loss
+from nemo_cosmos.models import CosmosDiT, tiny_config
+from nemo_cosmos.recipes import posttrain, prepare_data
+from nemo_cosmos.recipes.infer import build_parser, generate, load_pipeline
+from nemo_cosmos.recipes.models import model_entry
+from nemo_cosmos.training import CachedVideoDataset
+
+RUN = "cosmos_tiny_text2world_finetune"
+CKPT = re.compile(r"nemo_experiments/" + RUN + r"/default/\d{4}-\d\d-\d\d_\d\d-\d\d-\d\d/checkpoints/epoch=\d+-step=(\d+)$")
+
+
+def write_video(path, frames, fps=12):
+    import imageio.v2 as imageio
+
+    imageio.mimsave(path, list(frames), fps=fps, macro_block_size=1)
+
+
+def square_video(n_frames, offset=0):
+    frames = np.full((n_frames, 40, 60, 3), 30, np.uint8)
+    for t in range(n_frames):
+        x = 4 + 3 * t + offset
+        frames[t, 12:24, x:x + 12] = (0, 200, 200)
+    return frames
+
+
+@pytest.fixture(scope="module")
+def dataset(assets, tmp_path_factory):
+    root = tmp_path_factory.mktemp("post")
+    videos = root / "videos"
+    videos.mkdir()
+    write_video(videos / "a.mp4", square_video(12))
+    write_video(videos / "b.mp4", square_video(10, offset=6))
+    (videos / "b.txt").write_text("It slides to the right.")
+    write_video(videos / "short.mp4", square_video(5))
+    (videos / "broken.mp4").write_bytes(b"\x00\x01 not a video")
+    rc = prepare_data.main([
+        "--input_video_dir", str(videos), "--subject_name", "teal robot", "--output_dir", str(root / "data"),
+        "--model", "cosmos-tiny", "--height", "32", "--width", "48", "--num_frames", "9", "--num_chunks", "2",
+        "--tokenizer_dir", str(assets / "tokenizer"), "--t5_path", str(assets / "t5"), "--device", "cpu",
+    ])
+    assert rc == 0
+    return root / "data"
+
+
+def test_prepare_data_writes_the_documented_layout(dataset):
+    ds = CachedVideoDataset(str(dataset))
+    assert len(ds) == 4  # two clips from each usable video
+    import json
+
+    prompts = sorted(json.loads(open(f).read())["prompt"] for f in glob.glob(str(dataset / "*.info.json")))
+    assert prompts == ["A video of sks teal robot."] * 2 + ["A video of sks teal robot. It slides to the right."] * 2
+    latent = torch.load(dataset / "0.video_latent.pth", weights_only=True)
+    assert latent.shape == (16, 2, 4, 6)
+    text = torch.load(dataset / "0.t5_text_embeddings.pth", weights_only=True)
+    assert text.shape == (512, 32) and text[20:].abs().sum() == 0 and text[:3].abs().sum() > 0
+    info = json.loads((dataset / "0.info.json").read_text())
+    assert (info["height"], info["width"], info["num_frames"], info["fps"]) == (40, 60, 9, 12.0)
+
+
+def test_unusable_videos_are_reported_and_skipped(tmp_path, assets, caplog, capsys):
+    videos = tmp_path / "v"
+    videos.mkdir()
+    write_video(videos / "short.mp4", square_video(5))
+    (videos / "broken.mp4").write_bytes(b"junk")
+    rc = prepare_data.main([
+        "--input_video_dir", str(videos), "--subject_name", "x", "--output_dir", str(tmp_path / "out"),
+        "--model", "cosmos-tiny", "--height", "32", "--width", "48", "--num_frames", "9",
+        "--tokenizer_dir", str(assets / "tokenizer"), "--t5_path", str(assets / "t5"), "--device", "cpu",
+    ])
+    assert rc == 2
+    assert "none of the 2 videos" in capsys.readouterr().err
+    warnings = " ".join(r.getMessage() for r in caplog.records)
+    assert "short.mp4 has 5 frames, fewer than the 9" in warnings and "cannot read broken.mp4" in warnings
+
+
+def train(dataset, log_dir, base, *overrides):
+    return posttrain.main(["--recipe", RUN, f"data.path={dataset}", f"log.log_dir={log_dir}", f"model.init_from={base}",
+                           "trainer.checkpoint_every_n_steps=4", *overrides])
+
+
+def checkpoints(log_dir):
+    found = {}
+    for d in glob.glob(str(log_dir / RUN / "default" / "*" / "checkpoints" / "*")):
+        m = CKPT.search(d)
+        assert m, d
+        assert os.path.isfile(os.path.join(d, "weights", "metadata.json"))
+        found.setdefault(int(m.group(1)), []).append(d)
+    return found
+
+
+def losses(log_dir):
+    out = {}
+    for f in glob.glob(str(log_dir / RUN / "default" / "*" / "metrics.csv")):
+        for row in csv.DictReader(open(f)):
+            if row.get("loss"):
+                out[int(row["step"])] = float(row["loss"])
+    return out
+
+
+def eval_loss(state_dict, dataset):
+    """The denoising loss at fixed noise levels and noise: lower means the model learned the data."""
+    model = CosmosDiT(tiny_config()).eval()
+    model.load_state_dict(state_dict)
+    ds = CachedVideoDataset(str(dataset))
+    g = torch.Generator().manual_seed(0)
+    total = 0.0
+    with torch.no_grad():
+        for i in range(len(ds)):
+            item = ds[i]
+            for sigma in (0.2, 0.5, 1.0, 2.0):
+                x0 = item["x0"][None]
+                total += edm_loss(model, x0, item["text"][None], torch.tensor([sigma]),
+                                  torch.randn(x0.shape, generator=g), fps=float(item["fps"])).item()
+    return total
+
+
+def test_train_resume_and_generate(assets, dataset, tmp_path):
+    base = str(assets / "dit" / "model.pt")
+    continuous, interrupted = tmp_path / "a" / "nemo_experiments", tmp_path / "b" / "nemo_experiments"
+    assert train(dataset, continuous, base, "trainer.max_steps=8") == 0
+    assert sorted(checkpoints(continuous)) == [4, 8]
+
+    # the same run in two parts: the second resumes from step 4 and sees what the first would have
+    assert train(dataset, interrupted, base, "trainer.max_steps=4") == 0
+    assert train(dataset, interrupted, base, "trainer.max_steps=8") == 0
+    assert sorted(checkpoints(interrupted)) == [4, 8]
+    a, b = losses(continuous), losses(interrupted)
+    assert sorted(a) == sorted(b) == list(range(8))
+    np.testing.assert_allclose([b[s] for s in range(4, 8)], [a[s] for s in range(4, 8)], rtol=1e-5)
+
+    # it learned: the final weights denoise the training clips better than the base weights
+    final = checkpoints(continuous)[8][0]
+    from nemo_cosmos.checkpoint import load_nemo_checkpoint
+
+    trained, _ = load_nemo_checkpoint(final, tiny_config())
+    base_sd = load_original_model_pt(base, tiny_config())
+    assert eval_loss(trained, dataset) < 0.9 * eval_loss(base_sd, dataset)
+
+    # inference takes the run folder (newest checkpoint) and the subject
+    def latent(*extra):
+        args = build_parser().parse_args(infer_args(assets, tmp_path / "x.mp4", "--prompt", "It slides.", *extra))
+        entry = model_entry("cosmos-tiny")
+        return generate(load_pipeline(args, entry, entry.dit(), entry.tokenizer()), args, args.prompt).latent
+
+    assert find_dit_checkpoint(str(continuous / RUN))[1] == os.path.join(final, "weights")
+    tuned = latent("--nemo_checkpoint", str(continuous / RUN), "--subject_name", "teal robot")
+    assert (tuned - latent("--subject_name", "teal robot")).abs().max() > 1e-3
+
+
+def test_killed_run_resumes_from_its_last_checkpoint(assets, dataset, tmp_path):
+    log_dir = tmp_path / "nemo_experiments"
+    cmd = [sys.executable, "-m", "nemo_cosmos.recipes.posttrain", "--recipe", RUN, f"data.path={dataset}",
+           f"log.log_dir={log_dir}", "model.init_from=none", "trainer.max_steps=100000", "trainer.checkpoint_every_n_steps=3"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 240
+        while not checkpoints(log_dir) and time.time() < deadline:
+            time.sleep(0.5)
+        time.sleep(1.0)  # possibly in the middle of the next save
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    saved = checkpoints(log_dir)
+    assert saved, "no checkpoint before the kill"
+    last = max(saved)
+    # whatever the kill interrupted is not visible as a checkpoint; plant a stale one as well
+    stale = glob.glob(str(log_dir / RUN / "default" / "*" / "checkpoints"))[0]
+    os.makedirs(os.path.join(stale, ".tmp-half-written", "ckpt"))
+
+    done = subprocess.run(cmd[:-2] + [f"trainer.max_steps={last + 2}", "trainer.checkpoint_every_n_steps=1000"],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert f"step={last}" in done.stderr.split("resuming from")[1].splitlines()[0]
+    assert max(checkpoints(log_dir)) == last + 2
+    assert all(v for v in checkpoints(log_dir).values())
+
+
+def test_plain_training_script_uses_the_module(assets, dataset, tmp_path):
+    out = tmp_path / "run"
+    proc = subprocess.run([sys.executable, "examples/nemo_style_training.py", "--data", str(dataset), "--model",
+                           "cosmos-tiny", "--base", str(assets / "dit"), "--out", str(out), "--steps", "2",
+                           "--lr", "1e-3", "--precision", "32"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    kind, weights = find_dit_checkpoint(str(out))
+    assert weights.endswith("epoch=0-step=2/weights")
+
+
+@pytest.mark.parametrize("override, message", [
+    ("trainer.max_stepz=3", "bad override"),
+    ("data.path=''", "data.path is not set"),
+    ("model.name=Cosmos-9B", "unknown model"),
+])
+def test_bad_configuration_exits_2(dataset, tmp_path, capsys, override, message):
+    rc = posttrain.main(["--recipe", RUN, f"data.path={dataset}", f"log.log_dir={tmp_path}", override])
+    assert rc == 2 and message in capsys.readouterr().err
