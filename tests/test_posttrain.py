@@ -212,3 +212,16 @@ def test_plain_training_script_uses_the_module(assets, dataset, tmp_path):
 def test_bad_configuration_exits_2(dataset, tmp_path, capsys, override, message):
     rc = posttrain.main(["--recipe", RUN, f"data.path={dataset}", f"log.log_dir={tmp_path}", override])
     assert rc == 2 and message in capsys.readouterr().err
+
+
+def test_data_parallel_under_torchrun(dataset, tmp_path):
+    from distributed import free_port
+
+    log_dir = tmp_path / "nemo_experiments"
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={free_port()}",
+         "-m", "nemo_cosmos.recipes.posttrain", "--recipe", RUN, f"data.path={dataset}", f"log.log_dir={log_dir}",
+         "model.init_from=none", "trainer.devices=2", "trainer.max_steps=4"],
+        capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert sorted(checkpoints(log_dir)) == [4] and sorted(losses(log_dir)) == [0, 1, 2, 3]
