@@ -1,6 +1,6 @@
 """One DiT forward at the full Text2World shape: ours vs diffusers, same weights, same inputs.
 
-    python benchmarks/dit_forward.py --model 7B [--compile] [--runs 3] [--json out.json]
+    python benchmarks/dit_forward.py --model 7B [--compile] [--attention cudnn] [--fp8] [--runs 3] [--json out.json]
 
 Prints, per model: median time and peak GPU memory of each implementation, the relative difference
 of the outputs (ours with float32 RoPE angles, as diffusers computes them, and with the reference's
@@ -20,6 +20,7 @@ import warnings
 import torch
 
 warnings.filterwarnings("ignore")
+torch._dynamo.config.cache_size_limit = 64  # per-layer compiles, re-specialised per attention kernel / FP8
 
 from common import fill_random_  # noqa: E402
 from nemo_cosmos.checkpoint import to_ours  # noqa: E402
@@ -56,7 +57,32 @@ def weights_gib(model: torch.nn.Module) -> float:
     return sum(p.numel() * p.element_size() for p in model.parameters()) / 2**30
 
 
-def bench(name: str, runs: int, compile_: bool) -> dict:
+def attention_tflops(backends, runs: int = 5) -> dict:
+    """SDPA alone at the 7B self-attention shape (56,320 tokens, 32 heads of 128)."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    q, k, v = (torch.randn(1, 32, 56320, 128, device="cuda", dtype=torch.bfloat16) for _ in range(3))
+    flops = 4 * 56320**2 * 128 * 32
+    out = {}
+    for name in backends:
+        backend = getattr(SDPBackend, {"flash": "FLASH_ATTENTION", "cudnn": "CUDNN_ATTENTION"}[name])
+        with sdpa_kernel(backend):
+            try:
+                _, t, _ = timed(lambda: torch.nn.functional.scaled_dot_product_attention(q, k, v), runs)
+            except RuntimeError as e:
+                out[name] = f"unavailable: {str(e).splitlines()[0]}"
+                continue
+        out[name] = {"ms": t * 1e3, "tflops": flops / t / 1e12}
+    return out
+
+
+def set_attention_backend(model, backend: str) -> None:
+    for layer in model.layers:
+        layer.self_attention.core_attention.backend = backend
+        layer.cross_attention.core_attention.backend = backend
+
+
+def bench(name: str, runs: int, compile_: bool, attention=(), fp8: bool = False, fp32_check: bool = True) -> dict:
     from diffusers import CosmosTransformer3DModel
 
     factory, diffusers_kwargs = PRESETS[name]
@@ -105,7 +131,32 @@ def bench(name: str, runs: int, compile_: bool) -> dict:
                 layer.compile()
             y_c, res["ours_compiled_s"], res["ours_compiled_activation_peak_gib"] = timed(run_ours, runs)
             res["reldiff_ours_compiled_vs_eager"] = rel(y_c, y_ours)
+            res["reldiff_ours_compiled_vs_diffusers"] = rel(y_c, y_theirs)
+            for backend in attention:
+                set_attention_backend(ours, backend)
+                y_b, res[f"ours_compiled_{backend}_s"], _ = timed(run_ours, runs)
+                res[f"reldiff_ours_compiled_{backend}_vs_diffusers"] = rel(y_b, y_theirs)
+                res[f"reldiff_ours_compiled_{backend}_vs_eager"] = rel(y_b, y_ours)
+            best = min(["auto", *attention], key=lambda b: res["ours_compiled_s" if b == "auto" else f"ours_compiled_{b}_s"])
+            set_attention_backend(ours, best)
+            res["best_attention_backend"] = best
 
+        if fp8:
+            from nemo_cosmos.models.fp8 import apply_fp8
+
+            apply_fp8(ours)
+            y_8, res["ours_fp8_s"], res["ours_fp8_activation_peak_gib"] = timed(run_ours, runs)
+            res["ours_fp8_weights_gib"] = weights_gib(ours) + sum(
+                b.numel() * b.element_size() for b in ours.buffers()) / 2**30
+            res["reldiff_ours_fp8_vs_bf16"] = rel(y_8, y_ours)
+            res["reldiff_ours_fp8_vs_diffusers"] = rel(y_8, y_theirs)
+            if not fp32_check:
+                res["speedup_eager"] = res["diffusers_s"] / res["ours_s"]
+                return res
+
+        if not fp32_check:
+            res["speedup_eager"] = res["diffusers_s"] / res["ours_s"]
+            return res
         # Error of each bf16 forward against float32, on a quarter-size latent (16 x 44 x 80).
         small = x[..., :44, :80].contiguous()
         y_s_theirs, y_s_ours = run_theirs(small).float(), run_ours(small).float()
@@ -130,12 +181,18 @@ def main() -> None:
     ap.add_argument("--model", nargs="+", default=["7B"], choices=sorted(PRESETS))
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--compile", action="store_true", help="also time per-layer torch.compile of both")
+    ap.add_argument("--attention", nargs="*", default=[], choices=["flash", "cudnn"],
+                    help="also time ours (compiled) with these SDPA kernels")
+    ap.add_argument("--fp8", action="store_true", help="also time ours with FP8 projections (after the bf16 runs)")
+    ap.add_argument("--no_fp32_check", action="store_true", help="skip the float32 reference forward")
     ap.add_argument("--json", help="write the results here")
     args = ap.parse_args()
     print(f"device: {torch.cuda.get_device_name()}  torch {torch.__version__}", flush=True)
+    if args.attention:
+        print("SDPA alone, 7B shape:", json.dumps(attention_tflops(args.attention)), flush=True)
     results = []
     for name in args.model:
-        r = bench(name, args.runs, args.compile)
+        r = bench(name, args.runs, args.compile, args.attention, args.fp8, not args.no_fp32_check)
         results.append(r)
         print(json.dumps(r, indent=1), flush=True)
     if args.json:
@@ -148,6 +205,11 @@ def main() -> None:
                 f"; compiled: diffusers {r['diffusers_compiled_s']:.3f} s, ours {r['ours_compiled_s']:.3f} s, "
                 f"ratio {r['diffusers_compiled_s'] / r['ours_compiled_s']:.3f}x"
             )
+            best = r.get("best_attention_backend", "auto")
+            t = r["ours_compiled_s" if best == "auto" else f"ours_compiled_{best}_s"]
+            line += f"; ours compiled with {best} attention {t:.3f} s: {r['diffusers_compiled_s'] / t:.3f}x compiled diffusers, {r['diffusers_s'] / t:.3f}x eager diffusers"
+        if "ours_fp8_s" in r:
+            line += f"; ours FP8 {r['ours_fp8_s']:.3f} s ({r['diffusers_compiled_s'] / r['ours_fp8_s']:.3f}x compiled diffusers)"
         print(line)
 
 

@@ -1,6 +1,7 @@
 """The full Text2World pipeline at 121 x 704 x 1280 on one GPU, stage by stage, with peak memory.
 
     python benchmarks/pipeline.py [--steps 2] [--offload both|none ...]
+    python benchmarks/pipeline.py --variants [--steps 2]
 
 Random weights at the published sizes (T5-11B encoder in float32, the 7B DiT and the CV8x8x8
 tokenizer in bf16): the published weights cannot be downloaded here, and time and memory do not
@@ -82,13 +83,77 @@ def run(offload: bool, steps: int) -> dict:
     return res
 
 
+def psnr(a, b) -> float:
+    mse = ((a.astype("float64") - b.astype("float64")) ** 2).mean()
+    return float("inf") if mse == 0 else float(10 * __import__("math").log10(255.0**2 / mse))
+
+
+def variants(steps: int) -> dict:
+    """One set of models, several ways to run them (same prompt and seed): compiled bf16, batched
+    guidance, FP8 (PSNR of its frames against the bf16 ones), then T5 and tokenizer offloaded."""
+    from nemo_cosmos.models.fp8 import apply_fp8
+
+    with torch.device("meta"):
+        dit = CosmosDiT(cosmos_7b_config())
+        tok = CV8x8x8Tokenizer(TokenizerConfig())
+    dit = on_gpu_then(dit, torch.bfloat16, "cuda")
+    tok = on_gpu_then(tok, torch.bfloat16, "cuda")
+    tok.latent_std.fill_(1.0)
+    tok.latent_mean.zero_()
+    t5 = t5_11b("cuda")
+    for layer in dit.layers:
+        layer.compile()
+    pipe = Text2WorldPipeline(dit, tok, t5, device="cuda")
+    prompt = "a robot arm picks up red cubes in a bright warehouse"
+    res = {}
+
+    def timed_call(name):
+        pipe(prompt, num_steps=1, progress=False)  # warm-up: compilation for this variant
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        out = pipe(prompt, num_steps=steps, progress=False)
+        res[name] = {"per_step_s": out.timings["sampling_s"] / (steps + 1), **out.timings,
+                     "peak_gib": torch.cuda.max_memory_allocated() / 2**30}
+        print(name, json.dumps(res[name]), flush=True)
+        return out
+
+    bf16 = timed_call("bf16_compiled")
+    pipe.batch_guidance = True
+    batched = timed_call("bf16_compiled_batched_guidance")
+    res["batched_vs_two_passes_latent_reldiff"] = ((batched.latent - bf16.latent).norm() / bf16.latent.norm()).item()
+    pipe.batch_guidance = False
+    apply_fp8(dit)
+    fp8 = timed_call("fp8_compiled")
+    res["fp8_latent_reldiff"] = ((fp8.latent - bf16.latent).norm() / bf16.latent.norm()).item()
+    res["fp8_frames_psnr_db"] = psnr(fp8.frames, bf16.frames)
+    res["fp8_speedup_per_step"] = res["bf16_compiled"]["per_step_s"] / res["fp8_compiled"]["per_step_s"]
+
+    resident = t5.encode([prompt])
+    t5.to("cpu")
+    tok.to("cpu")
+    torch.cuda.empty_cache()
+    res["t5_streamed_vs_resident_max_abs_diff"] = (t5.encode([prompt], device="cuda").cpu() - resident.cpu()).abs().max().item()
+    pipe = Text2WorldPipeline(dit, tok, t5, device="cuda", offload_text_encoder=True, offload_tokenizer=True)
+    timed_call("fp8_compiled_offloaded")
+    return res
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--steps", type=int, default=2)
     ap.add_argument("--offload", nargs="+", default=["none", "both"], choices=["none", "both"])
+    ap.add_argument("--variants", action="store_true",
+                    help="instead: compiled bf16, batched guidance, FP8 (+ PSNR), offloaded, on one set of models")
     ap.add_argument("--json")
     args = ap.parse_args()
     print(f"device: {torch.cuda.get_device_name()}  torch {torch.__version__}", flush=True)
+    if args.variants:
+        res = variants(args.steps)
+        print(json.dumps(res, indent=1))
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump(res, f, indent=1)
+        return
     results = [run(mode == "both", args.steps) for mode in args.offload]
     for r in results:
         print(json.dumps(r), flush=True)

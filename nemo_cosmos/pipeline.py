@@ -61,6 +61,7 @@ class Text2WorldPipeline:
         offload_tokenizer: bool = False,
         tokenizer_config: Optional[TokenizerConfig] = None,
         group=None,
+        batch_guidance: bool = False,
     ):
         self.group = group if group is not None and dist.get_world_size(group) > 1 else None
         self.is_main = self.group is None or dist.get_rank(self.group) == 0
@@ -70,6 +71,8 @@ class Text2WorldPipeline:
         self.tok_cfg = tokenizer.cfg if tokenizer is not None else tokenizer_config
         self.device = torch.device(device)
         self.offload_text_encoder, self.offload_tokenizer = offload_text_encoder, offload_tokenizer
+        # guidance's two predictions as one batch-2 forward: same result, twice the activations
+        self.batch_guidance = batch_guidance
         self.dit.to(self.device)
         if self.tokenizer is not None:
             self.tokenizer.eval()
@@ -93,10 +96,12 @@ class Text2WorldPipeline:
 
     def encode_text(self, prompt: str, negative_prompt: str):
         if self.is_main:
-            with self._on_device(self.text_encoder, self.offload_text_encoder) as t5:
-                cond = t5.encode([prompt]).to(self.device)
-                # An empty negative prompt means "no text": the reference drops the embedding to zeros.
-                uncond = t5.encode([negative_prompt]).to(self.device) if negative_prompt else torch.zeros_like(cond)
+            # offloaded, T5 stays on the CPU and its blocks visit the GPU one at a time
+            device = self.device if self.offload_text_encoder else None
+            cond = self.text_encoder.encode([prompt], device=device).to(self.device)
+            # An empty negative prompt means "no text": the reference drops the embedding to zeros.
+            uncond = (self.text_encoder.encode([negative_prompt], device=device).to(self.device)
+                      if negative_prompt else torch.zeros_like(cond))
         else:
             cond = torch.empty(1, MAX_TOKENS, self.dit.config.crossattn_dim, device=self.device)
             uncond = torch.empty_like(cond)
@@ -130,7 +135,11 @@ class Text2WorldPipeline:
         x_init = initial_noise(shape, seed, device=self.device)
         denoiser = EDMDenoiser(self.dit, SIGMA_DATA)
 
+        both_text = torch.cat([cond, uncond]) if self.batch_guidance else None
+
         def x0_fn(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+            if both_text is not None:
+                return guided_x0(*denoiser(torch.cat([x, x]), sigma, both_text, fps=fps).chunk(2), guidance)
             return guided_x0(denoiser(x, sigma, cond, fps=fps), denoiser(x, sigma, uncond, fps=fps), guidance)
 
         t0 = time.perf_counter()

@@ -40,6 +40,8 @@ class CosmosDiTConfig(TransformerConfig):
     base_fps: int = 24
     extra_pos_emb: bool = True
     """The learnable absolute position embedding added at the start of every block."""
+    attention_backend: str = "auto"
+    """torch SDPA kernel for the local spec: "auto" (torch decides), "flash", "cudnn", "efficient", "math"."""
     rope_in_model_dtype: bool = True
     """NVIDIA's code casts the RoPE buffers with the model, so a bf16 model computes the angles in
     bf16. Keeping that rounding reproduces the reference; set False for float32 angles (diffusers)."""

@@ -21,6 +21,7 @@ from ..checkpoint import (NEMO, find_dit_checkpoint, load_nemo_checkpoint, load_
                           load_state_dict_checked, read_saved_config)
 from ..diffusion import DEFAULT_STEPS
 from ..models import CosmosDiT
+from ..models.fp8 import apply_fp8
 from ..models.specs import te_available
 from ..parallel import (apply_context_parallel, context_parallel_group, init_distributed, is_main_rank, shutdown,
                         world_size_from_env)
@@ -61,6 +62,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--enable_prompt_upsampler", action="store_true")
     p.add_argument("--offload_text_encoder", action="store_true", help="keep T5 on the CPU except while encoding")
     p.add_argument("--offload_tokenizer", action="store_true", help="keep the tokenizer on the CPU except while decoding")
+    p.add_argument("--batch_guidance", action="store_true", help="guidance's two DiT passes as one batch of 2")
+    p.add_argument("--compile", action="store_true", help="torch.compile each DiT layer (faster after a warm-up)")
+    p.add_argument("--fp8", action="store_true", help="FP8 projections in the DiT (Hopper/Ada GPUs; slight quality cost)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--no_progress", action="store_true")
     p.add_argument("--save_latent", action="store_true", help="also save the final latent as <video>.latent.pt")
@@ -97,6 +101,9 @@ def validate(args, dit: CosmosDiTConfig, tok: TokenizerConfig) -> None:
             raise ValueError(f"--cp_size {args.cp_size} must divide the model's {dit.num_attention_heads} attention heads")
     if args.enable_prompt_upsampler:
         raise ValueError("--enable_prompt_upsampler: the prompt upsampler is not available yet")
+    if args.fp8 and not (args.device.startswith("cuda") and torch.cuda.is_available()
+                         and torch.cuda.get_device_capability() >= (8, 9)):
+        raise ValueError("--fp8 needs an NVIDIA GPU of compute capability 8.9 or newer (Ada, Hopper)")
     out = args.video_save_path
     if not out.endswith(".mp4"):
         raise ValueError(f"--video_save_path must end in .mp4; got {out!r}")
@@ -133,10 +140,16 @@ def load_pipeline(args, entry: ModelEntry, cfg: CosmosDiTConfig, tok_cfg: Tokeni
     """The pipeline; with a context-parallel `group`, the DiT is split across it and only its first
     rank loads the tokenizer and T5."""
     dit = load_dit(args, entry, cfg)
+    if args.fp8:
+        apply_fp8(dit)
+    if args.compile:
+        for layer in dit.layers:
+            layer.compile()
     if group is not None:
         apply_context_parallel(dit, group)
         if dist.get_rank(group) != 0:
-            return Text2WorldPipeline(dit, None, None, device=args.device, tokenizer_config=tok_cfg, group=group)
+            return Text2WorldPipeline(dit, None, None, device=args.device, tokenizer_config=tok_cfg, group=group,
+                                      batch_guidance=args.batch_guidance)
 
     tok_dir = args.tokenizer_dir
     if not tok_dir:
@@ -153,6 +166,7 @@ def load_pipeline(args, entry: ModelEntry, cfg: CosmosDiTConfig, tok_cfg: Tokeni
     return Text2WorldPipeline(
         dit, tokenizer, text_encoder, device=args.device,
         offload_text_encoder=args.offload_text_encoder, offload_tokenizer=args.offload_tokenizer, group=group,
+        batch_guidance=args.batch_guidance,
     )
 
 
