@@ -94,6 +94,12 @@ class Text2WorldPipeline:
                 if self.device.type == "cuda":
                     torch.cuda.empty_cache()
 
+    def _elapsed(self, t0: float) -> float:
+        """Seconds since t0 once the GPU has finished what was queued (kernels run asynchronously)."""
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        return time.perf_counter() - t0
+
     def encode_text(self, prompt: str, negative_prompt: str):
         if self.is_main:
             # offloaded, T5 stays on the CPU and its blocks visit the GPU one at a time
@@ -128,7 +134,7 @@ class Text2WorldPipeline:
         timings: Dict[str, float] = {}
         t0 = time.perf_counter()
         cond, uncond = self.encode_text(prompt, negative_prompt)
-        timings["text_encoding_s"] = time.perf_counter() - t0
+        timings["text_encoding_s"] = self._elapsed(t0)
         log.info("text encoding: %.2f s", timings["text_encoding_s"])
 
         shape = (1, *latent_shape(self.tok_cfg, num_frames, height, width))
@@ -136,8 +142,11 @@ class Text2WorldPipeline:
         denoiser = EDMDenoiser(self.dit, SIGMA_DATA)
 
         both_text = torch.cat([cond, uncond]) if self.batch_guidance else None
+        evaluations = 0
 
         def x0_fn(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+            nonlocal evaluations
+            evaluations += 1
             if both_text is not None:
                 return guided_x0(*denoiser(torch.cat([x, x]), sigma, both_text, fps=fps).chunk(2), guidance)
             return guided_x0(denoiser(x, sigma, cond, fps=fps), denoiser(x, sigma, uncond, fps=fps), guidance)
@@ -146,7 +155,8 @@ class Text2WorldPipeline:
         bar = tqdm(total=num_steps, desc="sampling", disable=not progress, unit="step")
         latent = res_2ab_sample(x0_fn, x_init, num_steps=num_steps, on_step=lambda i: bar.update(1))
         bar.close()
-        timings["sampling_s"] = time.perf_counter() - t0
+        timings["sampling_s"] = self._elapsed(t0)
+        timings["x0_evaluations"] = evaluations
         log.info("sampling (%d steps): %.2f s", num_steps, timings["sampling_s"])
 
         if not self.is_main:
@@ -156,6 +166,6 @@ class Text2WorldPipeline:
             video = tok.decode(latent / SIGMA_DATA)
         video = (1.0 + video.float()).clamp(0, 2) / 2
         frames = (video[0].permute(1, 2, 3, 0) * 255).to(torch.uint8).cpu().numpy()  # truncation
-        timings["decoding_s"] = time.perf_counter() - t0
+        timings["decoding_s"] = self._elapsed(t0)
         log.info("decoding: %.2f s", timings["decoding_s"])
         return Generation(frames=frames, latent=latent.float().cpu(), timings=timings)
