@@ -47,6 +47,8 @@ def test_seed_guidance_and_negative_prompt(assets, tmp_path):
     for extra in (["--seed", "2"], ["--guidance", "3"], ["--negative_prompt", ""], ["--negative_prompt", "red cube"]):
         other = _latent(assets, tmp_path, *extra)
         assert (other - base).abs().max() > 1e-3, extra
+    # guidance's two passes as one batch: the same result
+    torch.testing.assert_close(_latent(assets, tmp_path, "--batch_guidance"), base, rtol=1e-5, atol=1e-5)
 
 
 def test_nemo_checkpoint_paths_load_the_same_weights(assets, tmp_path):
@@ -69,6 +71,7 @@ def test_nemo_checkpoint_paths_load_the_same_weights(assets, tmp_path):
         (["--model", "Cosmos-9B"], "unknown model 'Cosmos-9B'"),
         (["--prompt", "   "], "--prompt is empty"),
         (["--cp_size", "2"], "must equal --num_devices"),
+        (["--fp8"], "--fp8 needs an NVIDIA GPU"),
         (["--checkpoint_dir", "/nonexistent"], "checkpoint not found: /nonexistent"),
         (["--tokenizer_dir", "/nonexistent"], "tokenizer file missing: .*hf download nvidia/Cosmos-1.0-Tokenizer-CV8x8x8"),
     ],

@@ -43,3 +43,12 @@ def test_presets_hold_the_published_hyperparameters():
 def test_unknown_model_name_is_a_clear_error():
     with pytest.raises(ValueError, match="unknown model 'Cosmos-9B'.*Cosmos-1.0-Diffusion-7B-Text2World"):
         config_for_model("Cosmos-9B")
+
+
+def test_unknown_attention_backend_is_refused():
+    import pytest
+
+    from nemo_cosmos.models import CosmosDiT, tiny_config
+
+    with pytest.raises(ValueError, match="unknown attention_backend 'fastest'"):
+        CosmosDiT(tiny_config(attention_backend="fastest"))
