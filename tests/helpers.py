@@ -10,7 +10,8 @@ def infer_args(assets, out, *extra):
     """Command-line arguments of a tiny CPU generation with the `assets` fixture's files."""
     return [
         "--model", "cosmos-tiny", "--checkpoint_dir", str(assets / "dit"), "--tokenizer_dir", str(assets / "tokenizer"),
-        "--t5_path", str(assets / "t5"), "--video_save_path", str(out), "--no_progress", "--device", "cpu", *SMALL, *extra,
+        "--t5_path", str(assets / "t5"), "--video_save_path", str(out), "--no_progress", "--device", "cpu",
+        "--disable_guardrails", *SMALL, *extra,
     ]
 
 

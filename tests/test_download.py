@@ -31,12 +31,15 @@ def repos(tmp_path_factory):
         "google-t5/t5-11b": {"config.json": b"{}", "model.safetensors": big, "tf_model.h5": b"tf"},
         "nvidia/Cosmos-1.0-Prompt-Upsampler-12B-Text2World": {"config.json": b"{}"},
         "nvidia/Cosmos-1.0-Guardrail": {"blocklist/custom/words": b"x"},
+        "meta-llama/LlamaGuard-7b": {"config.json": b"{}"},
+        "nvidia/Aegis-AI-Content-Safety-LlamaGuard-Defensive-1.0": {"adapter_config.json": b"{}"},
+        "google/siglip-so400m-patch14-384": {"config.json": b"{}"},
     }
 
 
 @pytest.fixture
 def hub(repos):
-    h = FakeHub(repos, gated={M7: TOKEN, "nvidia/Cosmos-1.0-Guardrail": TOKEN})
+    h = FakeHub(repos, gated={M7: TOKEN, "nvidia/Cosmos-1.0-Guardrail": TOKEN, "meta-llama/LlamaGuard-7b": TOKEN})
     yield h
     h.close()
 
@@ -61,7 +64,8 @@ def test_fetches_what_one_model_needs(hub, repos, tmp_path):
     assert hub.file_gets(M14) == []  # the other model is not fetched
     assert "tf_model.h5" not in hub.file_gets("google-t5/t5-11b")
     for repo in ("nvidia/Cosmos-1.0-Tokenizer-CV8x8x8", "nvidia/Cosmos-1.0-Prompt-Upsampler-12B-Text2World",
-                 "nvidia/Cosmos-1.0-Guardrail"):
+                 "nvidia/Cosmos-1.0-Guardrail", "meta-llama/LlamaGuard-7b",
+                 "nvidia/Aegis-AI-Content-Safety-LlamaGuard-Defensive-1.0", "google/siglip-so400m-patch14-384"):
         for f, data in repos[repo].items():
             assert (snapshot(tmp_path, repo) / f).read_bytes() == data
     assert all(auth == f"Bearer {TOKEN}" for _, path, auth, _ in hub.log if "Cosmos-1.0-Diffusion-7B" in path)
@@ -96,7 +100,8 @@ def test_gated_repo_without_token_names_it_and_what_to_do(hub, tmp_path):
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
     assert any(M7 in e and "accept the license at https://huggingface.co/" + M7 in e and "HF_TOKEN" in e for e in errors)
     assert any("nvidia/Cosmos-1.0-Guardrail" in e for e in errors)
-    assert errors[-1] == "error: 2 of 5 downloads failed (see above)"
+    assert any("meta-llama/LlamaGuard-7b" in e for e in errors)
+    assert errors[-1] == "error: 3 of 8 downloads failed (see above)"
     # what was not gated still arrived
     assert (snapshot(tmp_path, "nvidia/Cosmos-1.0-Tokenizer-CV8x8x8") / "mean_std.pt").exists()
 

@@ -92,7 +92,7 @@ def test_published_model_missing_from_cache_names_the_download(tmp_path, capsys,
 
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "empty-cache"))
     out = tmp_path / "v.mp4"
-    rc = main(["--prompt", "a robot", "--video_save_path", str(out)])
+    rc = main(["--prompt", "a robot", "--video_save_path", str(out), "--disable_guardrails"])
     err = capsys.readouterr().err
     assert rc == 2
     assert "hf download nvidia/Cosmos-1.0-Diffusion-7B-Text2World nemo/*" in err

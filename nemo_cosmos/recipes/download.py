@@ -6,7 +6,7 @@
 
 Fetches what NVIDIA's download_diffusion_nemo.py fetches: the DiT's NeMo checkpoint (``nemo/``; or
 ``model.pt`` with ``--format original``), the CV8x8x8 tokenizer, T5-11B, the prompt upsampler and
-the guardrail models. Interrupted downloads resume where they stopped; files already in the cache
+the guardrail models (with the Aegis base model and adapter and the SigLIP encoder they use). Interrupted downloads resume where they stopped; files already in the cache
 are not fetched again. ``infer`` then finds everything in the cache without any path argument.
 """
 
@@ -18,12 +18,14 @@ import sys
 from dataclasses import dataclass
 from typing import List, Optional, Tuple
 
+from ..guardrails import GUARDRAIL_REPO
+from ..guardrails.aegis import AEGIS_ADAPTER, AEGIS_BASE
+from ..guardrails.video_filter import SIGLIP
 from ..text import T5_NAME
+from ..text.upsampler import UPSAMPLER_REPO
 from ..tokenizer import TOKENIZER_REPO
 from .models import MODELS
 
-UPSAMPLER_REPO = "nvidia/Cosmos-1.0-Prompt-Upsampler-12B-Text2World"
-GUARDRAIL_REPO = "nvidia/Cosmos-1.0-Guardrail"
 DIT_PATTERNS = {"nemo": ["nemo/*"], "original": ["model.pt", "config.json"]}
 # T5-11B also ships TensorFlow, Flax and Rust weights, which nothing here reads
 T5_IGNORE = ["*.h5", "*.msgpack", "*.ot"]
@@ -54,7 +56,10 @@ def plan(models: List[str], dit_format: str = "nemo", upsampler: bool = True, gu
     if upsampler:
         items.append(Download("prompt upsampler", UPSAMPLER_REPO))
     if guardrail:
-        items.append(Download("guardrail models", GUARDRAIL_REPO))
+        items.append(Download("guardrail blocklist, video safety filter, face detector", GUARDRAIL_REPO))
+        items.append(Download("Aegis base model (LlamaGuard-7b)", AEGIS_BASE))
+        items.append(Download("Aegis adapter", AEGIS_ADAPTER))
+        items.append(Download("SigLIP image encoder of the video safety filter", SIGLIP))
     return items
 
 
@@ -94,7 +99,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", default="nemo", choices=["nemo", "original", "both"],
                    help="DiT checkpoint: NeMo distributed (nemo/), NVIDIA's model.pt, or both")
     p.add_argument("--skip_upsampler", action="store_true", help="do not fetch the 12B prompt upsampler")
-    p.add_argument("--skip_guardrail", action="store_true", help="do not fetch the guardrail models")
+    p.add_argument("--skip_guardrail", action="store_true",
+                   help="do not fetch the guardrail models (infer then needs --disable_guardrails)")
     p.add_argument("--dry_run", action="store_true", help="list what would be fetched and stop")
     return p
 

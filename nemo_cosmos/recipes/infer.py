@@ -3,7 +3,8 @@
     python -m nemo_cosmos.recipes.infer --prompt "A robot arm stacks red cubes on a table."
 
 Writes an H.264 mp4 and a JSON sidecar (every setting, the final prompt, stage timings). Bad input
-exits with status 2 and a one-line error, before any model is loaded, and writes no video.
+exits with status 2 and a one-line error, before any model is loaded, and writes no video; a prompt
+or video the guardrails block exits with status 3 and writes nothing.
 """
 
 from __future__ import annotations
@@ -20,6 +21,9 @@ import torch.distributed as dist
 from ..checkpoint import (NEMO, find_dit_checkpoint, load_nemo_checkpoint, load_original_model_pt,
                           load_state_dict_checked, read_saved_config)
 from ..diffusion import DEFAULT_STEPS
+from ..guardrails import EXIT_BLOCKED, GUARDRAIL_REPO, BlockedError, TextGuardrail, VideoGuardrail
+from ..guardrails.aegis import AEGIS_ADAPTER, AEGIS_BASE
+from ..guardrails.video_filter import SIGLIP
 from ..models import CosmosDiT
 from ..models.fp8 import apply_fp8
 from ..models.specs import te_available
@@ -28,6 +32,7 @@ from ..parallel import (apply_context_parallel, context_parallel_group, init_dis
 from ..models.config import CosmosDiTConfig, config_from_dict, config_to_dict
 from ..pipeline import DEFAULT_NEGATIVE_PROMPT, Generation, Text2WorldPipeline, subject_prompt
 from ..text import T5TextEncoder
+from ..text.upsampler import UPSAMPLER_REPO, PromptUpsampler
 from ..tokenizer import CV8x8x8Tokenizer, TokenizerConfig, check_num_frames, latent_shape
 from ..utils.video import write_json, write_mp4, write_tensor
 from .models import MODELS, ModelEntry, hub_snapshot, model_entry, published_dit_checkpoint
@@ -59,7 +64,15 @@ def build_parser() -> argparse.ArgumentParser:
                         "tree (newest checkpoint), or a model.pt file")
     p.add_argument("--tokenizer_dir", default="", help="folder with the CV8x8x8 tokenizer files (default: Hugging Face cache)")
     p.add_argument("--t5_path", default="", help="T5 encoder folder or Hub name (default: google-t5/t5-11b from the cache)")
-    p.add_argument("--enable_prompt_upsampler", action="store_true")
+    p.add_argument("--enable_prompt_upsampler", action="store_true",
+                   help="rewrite the prompt with Cosmos-1.0-Prompt-Upsampler-12B-Text2World first")
+    p.add_argument("--prompt_upsampler_dir", default="", help="upsampler files (default: Hugging Face cache)")
+    p.add_argument("--guardrail_dir", default="", help="Cosmos-1.0-Guardrail files (default: Hugging Face cache)")
+    p.add_argument("--aegis_base", default=AEGIS_BASE, help="LlamaGuard-7b folder or Hub name")
+    p.add_argument("--aegis_adapter", default=AEGIS_ADAPTER, help="Aegis PEFT adapter folder or Hub name")
+    p.add_argument("--siglip", default=SIGLIP, help="SigLIP folder or Hub name (video safety filter)")
+    p.add_argument("--disable_guardrails", action="store_true",
+                   help="research use only: no prompt or video safety checks, no face blurring")
     p.add_argument("--offload_text_encoder", action="store_true", help="keep T5 on the CPU except while encoding")
     p.add_argument("--offload_tokenizer", action="store_true", help="keep the tokenizer on the CPU except while decoding")
     p.add_argument("--batch_guidance", action="store_true", help="guidance's two DiT passes as one batch of 2")
@@ -99,8 +112,6 @@ def validate(args, dit: CosmosDiTConfig, tok: TokenizerConfig) -> None:
             raise ValueError(f"--cp_size {args.cp_size} must divide the {tokens} video tokens of this size")
         if dit.num_attention_heads % args.cp_size and not te_available():
             raise ValueError(f"--cp_size {args.cp_size} must divide the model's {dit.num_attention_heads} attention heads")
-    if args.enable_prompt_upsampler:
-        raise ValueError("--enable_prompt_upsampler: the prompt upsampler is not available yet")
     if args.fp8 and not (args.device.startswith("cuda") and torch.cuda.is_available()
                          and torch.cuda.get_device_capability() >= (8, 9)):
         raise ValueError("--fp8 needs an NVIDIA GPU of compute capability 8.9 or newer (Ada, Hopper)")
@@ -178,13 +189,41 @@ def generate(pipe: Text2WorldPipeline, args, prompt: str) -> Generation:
     )
 
 
+def _guardrail_dir(args) -> str:
+    return args.guardrail_dir or hub_snapshot(GUARDRAIL_REPO, ["*"], "the guardrail models")
+
+
+def prepare_prompt(args):
+    """(final prompt, upsampled prompt or None): guardrail check, optional upsampling (checked
+    again), then the subject prefix. Each model leaves the GPU before the next one (and the DiT) comes."""
+    prompt = args.prompt.strip()
+    upsampled = None
+    text_guard = None
+    if not args.disable_guardrails:
+        text_guard = TextGuardrail.from_dir(_guardrail_dir(args), args.device, args.aegis_base, args.aegis_adapter)
+        text_guard.check(prompt)
+    if args.enable_prompt_upsampler:
+        folder = args.prompt_upsampler_dir or hub_snapshot(UPSAMPLER_REPO, ["*"], "the prompt upsampler")
+        upsampler = PromptUpsampler.from_pretrained(folder, device=args.device)
+        upsampled = upsampler.upsample(prompt) or None
+        upsampler.release()
+        prompt = upsampled or prompt
+        log.info("upsampled prompt: %s", prompt)
+        if text_guard is not None:
+            text_guard.check(prompt)
+    del text_guard
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    return subject_prompt(prompt, args.subject_name), upsampled
+
+
 def run(args) -> str:
     entry = model_entry(args.model)
     dit_cfg, tok_cfg = entry.dit(), entry.tokenizer()
     args.video_save_path = args.video_save_path or f"{args.model}.mp4"
     validate(args, dit_cfg, tok_cfg)
-    prompt = subject_prompt(args.prompt.strip(), args.subject_name)
-
+    if args.disable_guardrails:
+        log.warning("guardrails disabled: no prompt or video safety checks, no face blurring (research use only)")
     group = None
     if args.cp_size > 1:
         args.device = str(init_distributed(args.cp_size))
@@ -192,6 +231,8 @@ def run(args) -> str:
         if not is_main_rank():
             log.setLevel(logging.WARNING)
         log.info("context parallel over %d processes", args.cp_size)
+    # the first rank encodes the text: only it needs the guardrails and the upsampler
+    prompt, upsampled_prompt = prepare_prompt(args) if is_main_rank() else (args.prompt, None)
 
     t0 = time.perf_counter()
     pipe = load_pipeline(args, entry, dit_cfg, tok_cfg, group)
@@ -201,15 +242,21 @@ def run(args) -> str:
     result = generate(pipe, args, prompt)
     if not is_main_rank():
         return args.video_save_path
+    frames = result.frames
+    if not args.disable_guardrails:
+        t0 = time.perf_counter()
+        frames = VideoGuardrail.from_dir(_guardrail_dir(args), args.device, args.siglip)(frames)
+        result.timings["video_guardrail_s"] = time.perf_counter() - t0
     if args.save_latent:
         write_tensor(os.path.splitext(args.video_save_path)[0] + ".latent.pt", result.latent)
     t0 = time.perf_counter()
-    write_mp4(args.video_save_path, result.frames, args.fps)
+    write_mp4(args.video_save_path, frames, args.fps)
     timings = {"model_loading_s": load_s, **result.timings, "writing_s": time.perf_counter() - t0}
     settings = {k: v for k, v in vars(args).items() if k not in ("no_progress", "save_latent")}
     write_json(
         os.path.splitext(args.video_save_path)[0] + ".json",
-        {"settings": settings, "final_prompt": prompt, "timings": timings, "dit_config": config_to_dict(pipe.dit.config)},
+        {"settings": settings, "final_prompt": prompt, "upsampled_prompt": upsampled_prompt, "timings": timings,
+         "dit_config": config_to_dict(pipe.dit.config)},
     )
     log.info("wrote %s (%d frames, %dx%d, %d fps)", args.video_save_path, len(result.frames), args.width, args.height, args.fps)
     return args.video_save_path
@@ -220,6 +267,9 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
         run(args)
+    except BlockedError as e:
+        print(f"blocked: {e}", file=sys.stderr)
+        return EXIT_BLOCKED
     except (ValueError, FileNotFoundError, KeyError) as e:
         message = e.args[0] if e.args else str(e)
         # under torchrun, this rank's non-zero exit makes torchrun stop the others
