@@ -10,7 +10,7 @@ import pytest
 import torch
 from helpers import infer_args as _args
 
-from nemo_cosmos.recipes.infer import build_parser, generate, load_pipeline, main
+from nemo_cosmos.recipes.infer import build_parser, generate, load_pipeline, main, resolve_model
 from nemo_cosmos.recipes.models import model_entry
 
 
@@ -35,6 +35,7 @@ def test_cli_writes_playable_mp4_and_sidecar(assets, tmp_path):
 
 def _latent(assets, tmp_path, *extra):
     args = build_parser().parse_args(_args(assets, tmp_path / "x.mp4", "--prompt", "a blue ball moves up", *extra))
+    resolve_model(args)
     entry = model_entry("cosmos-tiny")
     pipe = load_pipeline(args, entry, entry.dit(), entry.tokenizer())
     return generate(pipe, args, args.prompt).latent
@@ -92,7 +93,8 @@ def test_published_model_missing_from_cache_names_the_download(tmp_path, capsys,
 
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "empty-cache"))
     out = tmp_path / "v.mp4"
-    rc = main(["--prompt", "a robot", "--video_save_path", str(out), "--disable_guardrails"])
+    rc = main(["--model", "Cosmos-1.0-Diffusion-7B-Text2World", "--prompt", "a robot", "--video_save_path", str(out),
+               "--disable_guardrails"])
     err = capsys.readouterr().err
     assert rc == 2
     assert "hf download nvidia/Cosmos-1.0-Diffusion-7B-Text2World nemo/*" in err

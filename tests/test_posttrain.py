@@ -20,7 +20,7 @@ from nemo_cosmos.checkpoint import find_dit_checkpoint, load_original_model_pt
 from nemo_cosmos.diffusion import edm_loss
 from nemo_cosmos.models import CosmosDiT, tiny_config
 from nemo_cosmos.recipes import posttrain, prepare_data
-from nemo_cosmos.recipes.infer import build_parser, generate, load_pipeline
+from nemo_cosmos.recipes.infer import build_parser, generate, load_pipeline, resolve_model
 from nemo_cosmos.recipes.models import model_entry
 from nemo_cosmos.training import CachedVideoDataset
 
@@ -158,6 +158,7 @@ def test_train_resume_and_generate(assets, dataset, tmp_path):
     # inference takes the run folder (newest checkpoint) and the subject
     def latent(*extra):
         args = build_parser().parse_args(infer_args(assets, tmp_path / "x.mp4", "--prompt", "It slides.", *extra))
+        resolve_model(args)
         entry = model_entry("cosmos-tiny")
         return generate(load_pipeline(args, entry, entry.dit(), entry.tokenizer()), args, args.prompt).latent
 

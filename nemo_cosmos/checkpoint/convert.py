@@ -154,3 +154,16 @@ def load_original_model_pt(path: str | os.PathLike, config: CosmosDiTConfig) -> 
     if not isinstance(state_dict, Mapping) or not any(k.startswith("net.") for k in state_dict):
         raise ValueError(f"{path} does not hold a Cosmos network state dict (no 'net.' keys)")
     return to_ours(state_dict, config, "original")
+
+
+def load_ours_safetensors(path: str | os.PathLike) -> Dict[str, torch.Tensor]:
+    """Our own state dict from a safetensors file (no pickle involved), as float32."""
+    from safetensors.torch import load_file
+
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"checkpoint file not found: {path}")
+    try:
+        return {k: v.float() for k, v in load_file(path).items()}
+    except Exception as e:
+        raise ValueError(f"cannot read {path} as safetensors: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None

@@ -8,7 +8,7 @@ import os
 import re
 from typing import List, Optional, Tuple
 
-NEMO, ORIGINAL = "nemo", "original"
+NEMO, ORIGINAL, OURS = "nemo", "original", "ours"
 _STEP = re.compile(r"step=(\d+)")
 
 
@@ -41,9 +41,10 @@ def latest_experiment_checkpoint(root: str) -> Optional[str]:
 
 
 def find_dit_checkpoint(path: str) -> Tuple[str, str]:
-    """(kind, path): (NEMO, the weights folder) or (ORIGINAL, the model.pt file)."""
+    """(kind, path): (NEMO, the weights folder), (ORIGINAL, the model.pt file) or (OURS, a
+    safetensors file of our own state dict)."""
     if os.path.isfile(path):
-        return ORIGINAL, path
+        return (OURS if path.endswith(".safetensors") else ORIGINAL), path
     if not os.path.isdir(path):
         raise FileNotFoundError(f"checkpoint not found: {path}")
     for candidate in (path, os.path.join(path, "weights"), os.path.join(path, "nemo")):

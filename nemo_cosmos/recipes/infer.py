@@ -18,8 +18,8 @@ import time
 import torch
 import torch.distributed as dist
 
-from ..checkpoint import (NEMO, find_dit_checkpoint, load_nemo_checkpoint, load_original_model_pt,
-                          load_state_dict_checked, read_saved_config)
+from ..checkpoint import (NEMO, OURS, find_dit_checkpoint, load_nemo_checkpoint, load_original_model_pt,
+                          load_ours_safetensors, load_state_dict_checked, read_saved_config)
 from ..diffusion import DEFAULT_STEPS
 from ..guardrails import EXIT_BLOCKED, GUARDRAIL_REPO, BlockedError, TextGuardrail, VideoGuardrail
 from ..guardrails.aegis import AEGIS_ADAPTER, AEGIS_BASE
@@ -35,7 +35,8 @@ from ..text import T5TextEncoder
 from ..text.upsampler import UPSAMPLER_REPO, PromptUpsampler
 from ..tokenizer import CV8x8x8Tokenizer, TokenizerConfig, check_num_frames, latent_shape
 from ..utils.video import write_json, write_mp4, write_tensor
-from .models import MODELS, ModelEntry, hub_snapshot, model_entry, published_dit_checkpoint
+from .models import (DEFAULT_MODEL, DEMO_MODEL, MODELS, ModelEntry, hub_snapshot, model_entry,
+                     published_dit_checkpoint, published_weights_cached)
 
 log = logging.getLogger("nemo_cosmos")
 EXIT_BAD_INPUT = 2
@@ -43,18 +44,20 @@ EXIT_BAD_INPUT = 2
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m nemo_cosmos.recipes.infer", description=__doc__.split("\n\n")[0])
-    p.add_argument("--model", default="Cosmos-1.0-Diffusion-7B-Text2World", help=f"one of: {', '.join(MODELS)}")
+    p.add_argument("--model", default=None,
+                   help=f"one of: {', '.join(MODELS)} (default: {DEFAULT_MODEL}, or {DEMO_MODEL} when its weights "
+                        "are not on this machine and no checkpoint is given)")
     p.add_argument("--prompt", required=True)
-    p.add_argument("--negative_prompt", default=DEFAULT_NEGATIVE_PROMPT, help='"" for none (zero text embedding)')
+    p.add_argument("--negative_prompt", default=None, help='"" for none (zero text embedding); default: NVIDIA\'s')
     p.add_argument("--subject_name", default="", help='post-trained subject: prompt becomes "A video of sks {subject}. {prompt}"')
-    p.add_argument("--guidance", type=float, default=7.0)
+    p.add_argument("--guidance", type=float, default=None, help="default 7")
     p.add_argument("--sampler", default="RES", choices=["RES"])
     p.add_argument("--num_steps", type=int, default=DEFAULT_STEPS)
     p.add_argument("--video_save_path", default=None, help="default: <model>.mp4")
-    p.add_argument("--fps", type=int, default=24)
-    p.add_argument("--height", type=int, default=704)
-    p.add_argument("--width", type=int, default=1280)
-    p.add_argument("--num_video_frames", type=int, default=121)
+    p.add_argument("--fps", type=int, default=None, help="default 24")
+    p.add_argument("--height", type=int, default=None, help="default 704")
+    p.add_argument("--width", type=int, default=None, help="default 1280")
+    p.add_argument("--num_video_frames", type=int, default=None, help="default 121")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--num_devices", type=int, default=1)
     p.add_argument("--cp_size", type=int, default=1)
@@ -129,6 +132,8 @@ def load_dit(args, entry: ModelEntry, cfg: CosmosDiTConfig) -> CosmosDiT:
     path = args.nemo_checkpoint or args.checkpoint_dir
     if path:
         kind, path = find_dit_checkpoint(path)
+    elif entry.builtin is not None:
+        kind, path = find_dit_checkpoint(entry.builtin[0])
     elif entry.repo is None:
         raise ValueError(f"--model {args.model} has no published weights; give --checkpoint_dir or --nemo_checkpoint")
     else:
@@ -139,6 +144,8 @@ def load_dit(args, entry: ModelEntry, cfg: CosmosDiTConfig) -> CosmosDiT:
         if saved is not None:
             cfg = config_from_dict(saved["config"])
         state_dict, cfg = load_nemo_checkpoint(path, cfg)
+    elif kind == OURS:
+        state_dict = load_ours_safetensors(path)
     else:
         state_dict = load_original_model_pt(path, cfg)
     with torch.device("meta"):
@@ -162,7 +169,7 @@ def load_pipeline(args, entry: ModelEntry, cfg: CosmosDiTConfig, tok_cfg: Tokeni
             return Text2WorldPipeline(dit, None, None, device=args.device, tokenizer_config=tok_cfg, group=group,
                                       batch_guidance=args.batch_guidance)
 
-    tok_dir = args.tokenizer_dir
+    tok_dir = args.tokenizer_dir or (entry.builtin[1] if entry.builtin else "")
     if not tok_dir:
         if entry.tokenizer_repo is None:
             raise ValueError(f"--model {args.model} needs --tokenizer_dir")
@@ -217,7 +224,24 @@ def prepare_prompt(args):
     return subject_prompt(prompt, args.subject_name), upsampled
 
 
+def resolve_model(args) -> None:
+    """Fill in --model and the settings left unset from the model's defaults. Without --model and
+    without any checkpoint path, the 7B model is used when its weights are in the Hugging Face
+    cache, and otherwise the built-in demo model (with a line that says so)."""
+    if args.model is None:
+        args.model = DEFAULT_MODEL
+        if not (args.checkpoint_dir or args.nemo_checkpoint) and not published_weights_cached(MODELS[DEFAULT_MODEL].repo):
+            log.warning("%s weights are not on this machine: using the built-in %s model (coloured shapes; "
+                        "python -m nemo_cosmos.recipes.download fetches the real one)", DEFAULT_MODEL, DEMO_MODEL)
+            args.model = DEMO_MODEL
+    entry = model_entry(args.model)
+    for name, value in entry.defaults.items():
+        if getattr(args, name) is None:
+            setattr(args, name, value)
+
+
 def run(args) -> str:
+    resolve_model(args)
     entry = model_entry(args.model)
     dit_cfg, tok_cfg = entry.dit(), entry.tokenizer()
     args.video_save_path = args.video_save_path or f"{args.model}.mp4"

@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
-from typing import Callable, Optional, Tuple
+from dataclasses import dataclass, field
+from typing import Callable, Dict, Optional, Tuple
 
+from .. import demo
 from ..checkpoint import find_dit_checkpoint
+from ..pipeline import DEFAULT_NEGATIVE_PROMPT
 from ..models.config import CosmosDiTConfig, cosmos_7b_config, cosmos_14b_config, tiny_config
 from ..text import T5_NAME
 from ..tokenizer import TOKENIZER_REPO, TokenizerConfig, tiny_tokenizer_config
+
+
+# NVIDIA's defaults for the published models
+STANDARD_SETTINGS = dict(height=704, width=1280, num_video_frames=121, fps=24, guidance=7.0,
+                         negative_prompt=DEFAULT_NEGATIVE_PROMPT)
 
 
 @dataclass(frozen=True)
@@ -20,6 +27,10 @@ class ModelEntry:
     """Hugging Face repository of the DiT weights (nemo/ and model.pt); None for local-only models."""
     tokenizer_repo: Optional[str] = TOKENIZER_REPO
     t5: str = T5_NAME
+    builtin: Optional[Tuple[str, str]] = None
+    """(DiT weights file, tokenizer folder) shipped with the package; t5 is then a folder too."""
+    defaults: Dict[str, object] = field(default_factory=lambda: dict(STANDARD_SETTINGS))
+    """infer settings the user did not give."""
 
 
 MODELS = {
@@ -29,9 +40,17 @@ MODELS = {
     "Cosmos-1.0-Diffusion-14B-Text2World": ModelEntry(
         cosmos_14b_config, TokenizerConfig, "nvidia/Cosmos-1.0-Diffusion-14B-Text2World"
     ),
+    # Trained on a synthetic world of moving coloured shapes, shipped with the package (docs/demo.md).
+    # It was trained with the empty (zero) text as the unconditional branch.
+    "cosmos-demo": ModelEntry(demo.demo_dit_config, demo.demo_tokenizer_config, None, tokenizer_repo=None,
+                              t5=demo.T5_DIR, builtin=(demo.DIT_FILE, demo.TOKENIZER_DIR),
+                              defaults=dict(height=64, width=64, num_video_frames=17, fps=8, guidance=3.0,
+                                            negative_prompt="")),
     # Same architecture at toy width: for CPU smoke tests with weights you make yourself.
     "cosmos-tiny": ModelEntry(tiny_config, tiny_tokenizer_config, None, tokenizer_repo=None, t5=""),
 }
+DEFAULT_MODEL = "Cosmos-1.0-Diffusion-7B-Text2World"
+DEMO_MODEL = "cosmos-demo"
 
 
 def model_entry(name: str) -> ModelEntry:
@@ -75,3 +94,16 @@ def published_dit_checkpoint(repo: str, what: str) -> Tuple[str, str]:
         except Exception:
             continue
     return find_dit_checkpoint(hub_snapshot(repo, ["nemo/*"], what))
+
+
+def published_weights_cached(repo: str) -> bool:
+    """Whether the Hugging Face cache holds the DiT weights of `repo` (nothing is downloaded)."""
+    from huggingface_hub import snapshot_download
+
+    for patterns in (["nemo/*"], ["model.pt"]):
+        try:
+            find_dit_checkpoint(snapshot_download(repo, allow_patterns=patterns, local_files_only=True))
+            return True
+        except Exception:
+            continue
+    return False

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import glob
-import json
 import logging
 import os
 import random
@@ -110,6 +109,14 @@ def samples(videos: List[str], num_frames: int, num_chunks: int, height: int, wi
                                "video_path": os.path.basename(path), "start_frame": start}
 
 
+def write_sample(base: str, latent: torch.Tensor, text: torch.Tensor, info: dict) -> None:
+    """One sample of the dataset layout; info.json is written last and marks it complete."""
+    write_tensor(base + ".video_latent.pth", latent)
+    write_tensor(base + ".t5_text_embeddings.pth", text)
+    write_tensor(base + ".t5_text_mask.pth", torch.ones(text.shape[0], dtype=text.dtype))
+    write_json(base + ".info.json", info)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m nemo_cosmos.recipes.prepare_data", description=__doc__.split("\n\n")[0])
     p.add_argument("--input_video_dir", required=True, help="folder of *.mp4 (optional <name>.txt captions beside them)")
@@ -160,11 +167,7 @@ def run(args) -> int:
             if prompt not in embeddings:
                 embeddings[prompt] = t5.encode([prompt])[0].to(dtype).cpu()
             latent = tokenizer.encode(clip[None].to(args.device, dtype))[0].cpu()
-            base = os.path.join(args.output_dir, str(count))
-            write_tensor(base + ".video_latent.pth", latent)
-            write_tensor(base + ".t5_text_embeddings.pth", embeddings[prompt])
-            write_tensor(base + ".t5_text_mask.pth", torch.ones(embeddings[prompt].shape[0], dtype=dtype))
-            write_json(base + ".info.json", {**info, "prompt": prompt})  # written last: marks the sample complete
+            write_sample(os.path.join(args.output_dir, str(count)), latent, embeddings[prompt], {**info, "prompt": prompt})
             count += 1
             used.add(path)
     skipped = len(videos) - len(used)

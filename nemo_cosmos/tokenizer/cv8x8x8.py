@@ -366,6 +366,12 @@ class CV8x8x8Tokenizer(nn.Module):
                 raise ValueError(f"mean_std.pt holds {v.shape[1]} frames of statistics; need {n}")
             getattr(self, name).copy_(v[:, :n].reshape(1, c, n, 1, 1))
 
+    def save_safetensors(self, path: str | os.PathLike) -> None:
+        """Our own format: every tensor (latent statistics included) in one safetensors file."""
+        from safetensors.torch import save_file
+
+        save_file({k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}, os.fspath(path))
+
     @classmethod
     def from_pretrained(
         cls, directory: str | os.PathLike, cfg: TokenizerConfig = TokenizerConfig(), dtype: torch.dtype = torch.bfloat16
@@ -373,6 +379,13 @@ class CV8x8x8Tokenizer(nn.Module):
         """Load the published folder: mean_std.pt plus autoencoder.jit, or encoder.jit + decoder.jit.
         TorchScript files are read as data only (no TorchScript or pickle code runs)."""
         directory = os.fspath(directory)
+        ours = os.path.join(directory, "tokenizer.safetensors")
+        if os.path.isfile(ours):  # written by save_safetensors
+            from safetensors.torch import load_file
+
+            model = cls(cfg)
+            model.load_state_dict(load_file(ours), strict=True)
+            return model.to(dtype).eval()
         hint = f"download it with: hf download {TOKENIZER_REPO} --local-dir {directory}"
         jits = ["autoencoder.jit"] if os.path.isfile(os.path.join(directory, "autoencoder.jit")) else ["encoder.jit", "decoder.jit"]
         for name in jits + ["mean_std.pt"]:

@@ -103,10 +103,24 @@ def cosmos_tiny_text2world_finetune() -> PostTrainConfig:
     return cfg
 
 
+def cosmos_demo_text2world_train() -> PostTrainConfig:
+    """The built-in demo model, from scratch on the synthetic world (nemo_cosmos.demo.train)."""
+    cfg = PostTrainConfig()
+    cfg.model = ModelSection(name="cosmos-demo", init_from="none", activation_checkpointing=False)
+    cfg.data.micro_batch_size = 64
+    cfg.data.num_workers = 4
+    cfg.optim.lr = 5e-4
+    cfg.diffusion.text_dropout = 0.1
+    cfg.trainer = TrainerSection(max_steps=4000, checkpoint_every_n_steps=2000, log_every_n_steps=50)
+    cfg.log.name = "cosmos_demo_text2world_train"
+    return cfg
+
+
 RECIPES = {
     "cosmos_diffusion_7b_text2world_finetune": cosmos_diffusion_7b_text2world_finetune,
     "cosmos_diffusion_14b_text2world_finetune": cosmos_diffusion_14b_text2world_finetune,
     "cosmos_tiny_text2world_finetune": cosmos_tiny_text2world_finetune,
+    "cosmos_demo_text2world_train": cosmos_demo_text2world_train,
 }
 
 

@@ -1,0 +1,180 @@
+"""Train the built-in demo model on one GPU and write it to nemo_cosmos/demo/assets.
+
+    python -m nemo_cosmos.demo.train [--out nemo_cosmos/demo/assets] [--work /tmp/cosmos-demo]
+
+1. a small T5 encoder (random, fixed seed: the DiT learns to read its embeddings) and a word-level
+   tokenizer over the world's vocabulary;
+2. the CV8x8x8 tokenizer architecture at small widths, trained as an autoencoder (L1 + MSE) on
+   rendered clips, then its per-channel latent statistics;
+3. a dataset of rendered, encoded clips in the post-training layout (recipes.prepare_data's);
+4. the DiT from scratch with the post-training recipe ``cosmos_demo_text2world_train``;
+5. the weights exported (float16 safetensors), and the accuracy of generated clips measured with the
+   world's own detector.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import shutil
+import time
+
+import numpy as np
+import torch
+
+from . import T5_WIDTH, demo_dit_config, demo_tokenizer_config
+from .world import COLORS, DIRECTIONS, FPS, SHAPES, all_captions, analyse, caption, render
+
+log = logging.getLogger("nemo_cosmos")
+
+
+def make_t5(folder: str) -> None:
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast, T5Config, T5EncoderModel
+
+    words = ["a", "moving", "video", "of", "sks", *COLORS, *SHAPES, *DIRECTIONS]
+    vocab = {"<pad>": 0, "</s>": 1, "<unk>": 2, **{w: i + 3 for i, w in enumerate(words)}}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", 1)])
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="</s>", unk_token="<unk>")
+    torch.manual_seed(0)
+    model = T5EncoderModel(T5Config(vocab_size=len(vocab), d_model=T5_WIDTH, d_kv=16, num_heads=4, num_layers=2,
+                                    d_ff=128, dropout_rate=0.0))
+    model.save_pretrained(folder)
+    fast.save_pretrained(folder)
+
+
+def random_clips(rng: np.random.Generator, n: int):
+    combos = all_captions()
+    picks = [combos[i] for i in rng.integers(0, len(combos), n)]
+    videos = np.stack([render(c, s, d, rng) for c, s, d in picks])
+    x = torch.from_numpy(videos).permute(0, 4, 1, 2, 3).float() / 127.5 - 1.0  # [n, 3, T, H, W]
+    return picks, x
+
+
+def train_tokenizer(device, steps: int, batch: int, seed: int):
+    from ..tokenizer import CV8x8x8Tokenizer
+
+    rng = np.random.default_rng(seed)
+    tok = CV8x8x8Tokenizer(demo_tokenizer_config()).to(device).train()
+    opt = torch.optim.AdamW(tok.parameters(), lr=1e-3, weight_decay=0.0)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
+    for step in range(steps):
+        _, x = random_clips(rng, batch)
+        x = x.to(device)
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            recon = tok.decode_raw(tok.encode_raw(x))
+        loss = (recon.float() - x).abs().mean() + ((recon.float() - x) ** 2).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        if step % 250 == 0 or step == steps - 1:
+            log.info("tokenizer step %d: loss %.4f", step, loss.item())
+    tok.eval()
+    with torch.no_grad():  # latent statistics per channel and latent frame, as the published mean_std.pt
+        zs = torch.cat([tok.encode_raw(random_clips(rng, 32)[1].to(device)).float() for _ in range(8)])
+        tok.set_latent_stats(zs.mean(dim=(0, 3, 4)).flatten(), zs.std(dim=(0, 3, 4)).flatten())
+    return tok
+
+
+def build_dataset(folder: str, tok, t5, device, n: int, seed: int) -> None:
+    from ..recipes.prepare_data import write_sample
+
+    rng = np.random.default_rng(seed + 1)
+    os.makedirs(folder, exist_ok=True)
+    texts = {}
+    with torch.no_grad():
+        for start in range(0, n, 64):
+            picks, x = random_clips(rng, min(64, n - start))
+            latents = tok.encode(x.to(device)).float().cpu()
+            for j, (c, s, d) in enumerate(picks):
+                prompt = caption(c, s, d)
+                if prompt not in texts:
+                    texts[prompt] = t5.encode([prompt])[0].cpu()
+                write_sample(os.path.join(folder, str(start + j)), latents[j], texts[prompt],
+                             {"fps": FPS, "num_frames": x.shape[2], "height": x.shape[3], "width": x.shape[4],
+                              "prompt": prompt})
+
+
+def evaluate(pipe, seeds=range(1)) -> dict:
+    hits = {"all": 0, "color": 0, "shape": 0, "direction": 0}
+    total = 0
+    for seed in seeds:
+        for i, (c, s, d) in enumerate(all_captions()):
+            frames = pipe(caption(c, s, d), negative_prompt="", guidance=3.0, num_steps=35, height=64, width=64,
+                          num_frames=17, fps=FPS, seed=seed * 100 + i, progress=False).frames
+            got = analyse(frames) or (None, None, None)
+            total += 1
+            hits["all"] += got == (c, s, d)
+            hits["color"] += got[0] == c
+            hits["shape"] += got[1] == s
+            hits["direction"] += got[2] == d
+    return {k: v / total for k, v in hits.items()}
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="[nemo_cosmos] %(message)s")
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "assets"))
+    p.add_argument("--work", default="cosmos-demo-work")
+    p.add_argument("--tokenizer_steps", type=int, default=1500)
+    p.add_argument("--clips", type=int, default=4096)
+    p.add_argument("--dit_steps", type=int, default=4000)
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args()
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    t0 = time.perf_counter()
+    os.makedirs(args.out, exist_ok=True)
+
+    t5_dir = os.path.join(args.out, "t5")
+    make_t5(t5_dir)
+    from ..text import T5TextEncoder
+
+    t5 = T5TextEncoder.from_pretrained(t5_dir, device=device)
+
+    tok = train_tokenizer(device, args.tokenizer_steps, 16, args.seed)
+    tok_dir = os.path.join(args.out, "tokenizer")
+    os.makedirs(tok_dir, exist_ok=True)
+    tok.half().save_safetensors(os.path.join(tok_dir, "tokenizer.safetensors"))
+    tok.float()
+    log.info("tokenizer done at %.0f s", time.perf_counter() - t0)
+
+    data = os.path.join(args.work, "data")
+    shutil.rmtree(data, ignore_errors=True)
+    build_dataset(data, tok, t5, device, args.clips, args.seed)
+    log.info("dataset done at %.0f s", time.perf_counter() - t0)
+
+    from ..checkpoint import load_nemo_checkpoint
+    from ..recipes.posttrain import train
+    from ..training import recipe
+
+    cfg = recipe("cosmos_demo_text2world_train", [f"data.path={data}", f"log.log_dir={args.work}/nemo_experiments",
+                                                   f"trainer.max_steps={args.dit_steps}", "resume=false"])
+    final = train(cfg)
+    state_dict, _ = load_nemo_checkpoint(final, demo_dit_config())
+    from safetensors.torch import save_file
+
+    save_file({k: v.half().contiguous() for k, v in state_dict.items()}, os.path.join(args.out, "dit.safetensors"))
+    log.info("DiT done at %.0f s", time.perf_counter() - t0)
+
+    from ..checkpoint import load_ours_safetensors
+    from ..models import CosmosDiT
+    from ..pipeline import Text2WorldPipeline
+    from ..tokenizer import CV8x8x8Tokenizer
+
+    dit = CosmosDiT(demo_dit_config())
+    dit.load_state_dict(load_ours_safetensors(os.path.join(args.out, "dit.safetensors")))
+    shipped_tok = CV8x8x8Tokenizer.from_pretrained(tok_dir, demo_tokenizer_config(), dtype=torch.float32)
+    pipe = Text2WorldPipeline(dit, shipped_tok, t5, device=device)
+    scores = evaluate(pipe)
+    log.info("accuracy over the 32 captions: %s", json.dumps(scores))
+    with open(os.path.join(args.work, "scores.json"), "w") as f:
+        json.dump({**scores, "seconds": time.perf_counter() - t0}, f)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,90 @@
+"""The demo model's world: one coloured circle or square sliding across a dark 64x64 frame for 17
+frames, captioned "a red circle moving left". The same module renders training clips and judges
+generated ones (colour, shape and direction of the largest coloured blob)."""
+
+from __future__ import annotations
+
+import itertools
+from typing import Dict, List, Optional, Tuple
+
+import numpy as np
+
+SIZE, FRAMES, FPS = 64, 17, 8
+BACKGROUND = (24, 24, 24)
+COLORS: Dict[str, Tuple[int, int, int]] = {
+    "red": (230, 40, 40), "green": (40, 200, 60), "blue": (50, 80, 235), "yellow": (235, 215, 40),
+}
+SHAPES = ("circle", "square")
+DIRECTIONS: Dict[str, Tuple[int, int]] = {"left": (-1, 0), "right": (1, 0), "up": (0, -1), "down": (0, 1)}
+RADIUS, TRAVEL = 9, 36  # half-size of the shape and how far it moves over the clip, in pixels
+
+
+def caption(color: str, shape: str, direction: str) -> str:
+    return f"a {color} {shape} moving {direction}"
+
+
+def all_captions() -> List[Tuple[str, str, str]]:
+    return list(itertools.product(COLORS, SHAPES, DIRECTIONS))
+
+
+def parse_caption(text: str) -> Optional[Tuple[str, str, str]]:
+    words = text.lower().replace(".", " ").split()
+    found = [next((w for w in words if w in group), None) for group in (COLORS, SHAPES, DIRECTIONS)]
+    return tuple(found) if all(found) else None
+
+
+def render(color: str, shape: str, direction: str, rng: np.random.Generator) -> np.ndarray:
+    """[FRAMES, SIZE, SIZE, 3] uint8: the shape starts near one edge and moves TRAVEL pixels."""
+    dx, dy = DIRECTIONS[direction]
+    margin = RADIUS + 2
+    start = [rng.uniform(margin, SIZE - margin), rng.uniform(margin, SIZE - margin)]
+    for axis, d in ((0, dx), (1, dy)):  # leave room to travel along the motion axis
+        if d > 0:
+            start[axis] = rng.uniform(margin, SIZE - margin - TRAVEL)
+        elif d < 0:
+            start[axis] = rng.uniform(margin + TRAVEL, SIZE - margin)
+    yy, xx = np.mgrid[0:SIZE, 0:SIZE] + 0.5
+    video = np.empty((FRAMES, SIZE, SIZE, 3), np.uint8)
+    for t in range(FRAMES):
+        cx = start[0] + dx * TRAVEL * t / (FRAMES - 1)
+        cy = start[1] + dy * TRAVEL * t / (FRAMES - 1)
+        if shape == "circle":
+            inside = (xx - cx) ** 2 + (yy - cy) ** 2 <= RADIUS**2
+        else:
+            inside = (np.abs(xx - cx) <= RADIUS * 0.89) & (np.abs(yy - cy) <= RADIUS * 0.89)  # same area
+        video[t] = BACKGROUND
+        video[t][inside] = COLORS[color]
+    return video
+
+
+def analyse(video: np.ndarray) -> Optional[Tuple[str, str, str]]:
+    """(colour, shape, direction) of what a generated clip shows, or None if no object is found:
+    pixels are assigned to the nearest palette colour (or the background), the most frequent colour
+    is the object, its centroid track gives the direction, its fill of the bounding box the shape
+    (a disc fills pi/4 of its box, a square all of it)."""
+    palette = np.array([BACKGROUND, *COLORS.values()], np.float32)
+    names = list(COLORS)
+    dist = ((video[..., None, :].astype(np.float32) - palette) ** 2).sum(-1)
+    label = dist.argmin(-1)  # [T, H, W], 0 = background
+    counts = np.bincount(label.ravel(), minlength=len(palette))[1:]
+    if counts.max() < 0.02 * label.size:
+        return None
+    c = int(counts.argmax())
+    mask = label == c + 1
+    centroids, fills = [], []
+    for m in mask:
+        ys, xs = np.nonzero(m)
+        if len(xs) < 10:
+            continue
+        centroids.append((xs.mean(), ys.mean()))
+        box = (xs.max() - xs.min() + 1) * (ys.max() - ys.min() + 1)
+        fills.append(len(xs) / box)
+    if len(centroids) < 2:
+        return None
+    motion = np.array(centroids[-1]) - np.array(centroids[0])
+    if np.abs(motion).max() < 4:
+        return names[c], None, None
+    direction = (("right" if motion[0] > 0 else "left") if abs(motion[0]) > abs(motion[1])
+                 else ("down" if motion[1] > 0 else "up"))
+    shape = "square" if np.median(fills) > 0.9 else "circle"
+    return names[c], shape, direction
