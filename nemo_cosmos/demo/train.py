@@ -25,9 +25,10 @@ import numpy as np
 import torch
 
 from . import T5_WIDTH, demo_dit_config, demo_tokenizer_config
-from .world import COLORS, DIRECTIONS, FPS, SHAPES, all_captions, analyse, caption, render
+from .world import BACKGROUND, COLORS, DIRECTIONS, FPS, SHAPES, all_captions, analyse, caption, render
 
 log = logging.getLogger("nemo_cosmos")
+OBJECT_WEIGHT = 20.0
 
 
 def make_t5(folder: str) -> None:
@@ -56,18 +57,24 @@ def random_clips(rng: np.random.Generator, n: int):
 
 
 def train_tokenizer(device, steps: int, batch: int, seed: int):
+    """Autoencoder training on a pool of rendered clips. The object covers ~6% of a frame: its pixels
+    weigh OBJECT_WEIGHT times more, or the autoencoder settles for drawing the background."""
     from ..tokenizer import CV8x8x8Tokenizer
 
     rng = np.random.default_rng(seed)
+    _, pool = random_clips(rng, 2048)
+    background = torch.tensor(BACKGROUND, dtype=torch.float32).view(1, 3, 1, 1, 1) / 127.5 - 1.0
     tok = CV8x8x8Tokenizer(demo_tokenizer_config()).to(device).train()
     opt = torch.optim.AdamW(tok.parameters(), lr=1e-3, weight_decay=0.0)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
     for step in range(steps):
-        _, x = random_clips(rng, batch)
+        x = pool[torch.from_numpy(rng.integers(0, len(pool), batch))]
+        weight = (1.0 + (OBJECT_WEIGHT - 1) * ((x - background).abs().sum(1, keepdim=True) > 0.1)).to(device)
         x = x.to(device)
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
             recon = tok.decode_raw(tok.encode_raw(x))
-        loss = (recon.float() - x).abs().mean() + ((recon.float() - x) ** 2).mean()
+        err = recon.float() - x
+        loss = (weight * (err.abs() + err**2)).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -79,6 +86,18 @@ def train_tokenizer(device, steps: int, batch: int, seed: int):
         zs = torch.cat([tok.encode_raw(random_clips(rng, 32)[1].to(device)).float() for _ in range(8)])
         tok.set_latent_stats(zs.mean(dim=(0, 3, 4)).flatten(), zs.std(dim=(0, 3, 4)).flatten())
     return tok
+
+
+@torch.no_grad()
+def round_trip_accuracy(tok, device) -> float:
+    rng = np.random.default_rng(123)
+    hits = 0
+    for c, s, d in all_captions():
+        x = torch.from_numpy(render(c, s, d, rng)).permute(3, 0, 1, 2)[None].float() / 127.5 - 1.0
+        r = tok.decode(tok.encode(x.to(device))).float().cpu()
+        frames = ((1 + r).clamp(0, 2) / 2 * 255).to(torch.uint8)[0].permute(1, 2, 3, 0).numpy()
+        hits += analyse(frames) == (c, s, d)
+    return hits / len(all_captions())
 
 
 def build_dataset(folder: str, tok, t5, device, n: int, seed: int) -> None:
@@ -121,7 +140,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "assets"))
     p.add_argument("--work", default="cosmos-demo-work")
-    p.add_argument("--tokenizer_steps", type=int, default=1500)
+    p.add_argument("--tokenizer_steps", type=int, default=1500, help="0: keep the tokenizer already in --out")
     p.add_argument("--clips", type=int, default=4096)
     p.add_argument("--dit_steps", type=int, default=4000)
     p.add_argument("--seed", type=int, default=0)
@@ -131,16 +150,21 @@ def main() -> None:
     os.makedirs(args.out, exist_ok=True)
 
     t5_dir = os.path.join(args.out, "t5")
-    make_t5(t5_dir)
+    if not os.path.isdir(t5_dir):  # the DiT is trained against these exact (random) weights: keep them
+        make_t5(t5_dir)
     from ..text import T5TextEncoder
 
     t5 = T5TextEncoder.from_pretrained(t5_dir, device=device)
 
-    tok = train_tokenizer(device, args.tokenizer_steps, 16, args.seed)
     tok_dir = os.path.join(args.out, "tokenizer")
-    os.makedirs(tok_dir, exist_ok=True)
-    tok.half().save_safetensors(os.path.join(tok_dir, "tokenizer.safetensors"))
-    tok.float()
+    if args.tokenizer_steps:
+        tok = train_tokenizer(device, args.tokenizer_steps, 16, args.seed)
+        os.makedirs(tok_dir, exist_ok=True)
+        tok.half().save_safetensors(os.path.join(tok_dir, "tokenizer.safetensors"))
+    from ..tokenizer import CV8x8x8Tokenizer
+
+    tok = CV8x8x8Tokenizer.from_pretrained(tok_dir, demo_tokenizer_config(), dtype=torch.float32).to(device)
+    log.info("tokenizer round trip, detector agreement over the 32 captions: %.2f", round_trip_accuracy(tok, device))
     log.info("tokenizer done at %.0f s", time.perf_counter() - t0)
 
     data = os.path.join(args.work, "data")
@@ -164,8 +188,6 @@ def main() -> None:
     from ..checkpoint import load_ours_safetensors
     from ..models import CosmosDiT
     from ..pipeline import Text2WorldPipeline
-    from ..tokenizer import CV8x8x8Tokenizer
-
     dit = CosmosDiT(demo_dit_config())
     dit.load_state_dict(load_ours_safetensors(os.path.join(args.out, "dit.safetensors")))
     shipped_tok = CV8x8x8Tokenizer.from_pretrained(tok_dir, demo_tokenizer_config(), dtype=torch.float32)

@@ -18,6 +18,7 @@ import time
 import torch
 import torch.distributed as dist
 
+from .. import demo
 from ..checkpoint import (NEMO, OURS, find_dit_checkpoint, load_nemo_checkpoint, load_original_model_pt,
                           load_ours_safetensors, load_state_dict_checked, read_saved_config)
 from ..diffusion import DEFAULT_STEPS
@@ -230,7 +231,8 @@ def resolve_model(args) -> None:
     cache, and otherwise the built-in demo model (with a line that says so)."""
     if args.model is None:
         args.model = DEFAULT_MODEL
-        if not (args.checkpoint_dir or args.nemo_checkpoint) and not published_weights_cached(MODELS[DEFAULT_MODEL].repo):
+        if (not (args.checkpoint_dir or args.nemo_checkpoint) and demo.available()
+                and not published_weights_cached(MODELS[DEFAULT_MODEL].repo)):
             log.warning("%s weights are not on this machine: using the built-in %s model (coloured shapes; "
                         "python -m nemo_cosmos.recipes.download fetches the real one)", DEFAULT_MODEL, DEMO_MODEL)
             args.model = DEMO_MODEL
