@@ -7,7 +7,6 @@ import subprocess
 import sys
 
 import pytest
-import torch
 from fake_hub import SHA, FakeHub
 from helpers import randomize_
 

@@ -139,7 +139,6 @@ def test_face_blur_pixelates_the_face_and_nothing_else(guard):
     blur = FaceBlur.from_pretrained(str(guard["dir"] / "face_blur_filter" / "Resnet50_Final.pth"))
     h, w = 96, 128
     anchors = priors(h, w)
-    scale = torch.tensor([w, h, w, h], dtype=torch.float32)
 
     def anchor(cx, cy, size):
         target = torch.tensor([cx / w, cy / h, size / w, size / h])

@@ -16,6 +16,7 @@ from typing import Dict, List, Mapping
 import torch
 
 from ..models.config import CosmosDiTConfig
+from ..utils.errors import first_line
 
 LAYOUTS = ("diffusers", "original")
 
@@ -166,4 +167,4 @@ def load_ours_safetensors(path: str | os.PathLike) -> Dict[str, torch.Tensor]:
     try:
         return {k: v.float() for k, v in load_file(path).items()}
     except Exception as e:
-        raise ValueError(f"cannot read {path} as safetensors: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+        raise ValueError(f"cannot read {path} as safetensors: {first_line(e)}") from None

@@ -33,6 +33,7 @@ import torch.distributed as dist
 from torch.distributed.checkpoint.api import CheckpointException
 
 from ..models.config import CosmosDiTConfig, config_to_dict
+from ..utils.errors import first_line
 
 log = logging.getLogger("nemo_cosmos")
 
@@ -250,7 +251,7 @@ def check_weights_dir(weights_dir: str) -> None:
         with open(index, "rb") as f:
             _MetadataUnpickler(f).load()
     except Exception as e:
-        raise ValueError(f"cannot read checkpoint index {index}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+        raise ValueError(f"cannot read checkpoint index {index}: {first_line(e)}") from None
 
 
 def read_nemo_tensors(weights_dir: str, config: CosmosDiTConfig) -> Dict[str, torch.Tensor]:
@@ -290,11 +291,11 @@ def read_nemo_tensors(weights_dir: str, config: CosmosDiTConfig) -> Dict[str, to
 
 
 def _first_line(e: BaseException) -> str:
-    text = str(e).strip()
-    for line in text.splitlines():
+    """DCP buries a missing shard's name deep in a multi-line message: prefer that line."""
+    for line in str(e).strip().splitlines():
         if "No such file" in line or "Errno" in line:
             return line.strip()
-    return text.splitlines()[0] if text else type(e).__name__
+    return first_line(e)
 
 
 def _expected_shapes(config: CosmosDiTConfig) -> Dict[str, Tuple[int, ...]]:

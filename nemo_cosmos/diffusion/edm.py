@@ -74,6 +74,9 @@ class LogVarHead(nn.Module):
         self.linear = nn.Linear(channels, 1, bias=False)
         nn.init.zeros_(self.linear.weight)  # starts as plain EDM weighting
 
+    # our tensor name -> NeMo's
+    NEMO_NAMES = {"freqs": "logvar.0.freqs", "phases": "logvar.0.phases", "linear.weight": "logvar.1.weight"}
+
     def forward(self, c_noise: torch.Tensor) -> torch.Tensor:
         features = torch.cos(torch.outer(c_noise.float(), self.freqs.float()) + self.phases.float()) * math.sqrt(2)
         return self.linear(features).squeeze(-1)

@@ -12,6 +12,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..utils.errors import first_line
+
 SIGLIP = "google/siglip-so400m-patch14-384"
 CLASSES = ("Safe", "Sexual_Content", "Violence", "Drugs", "Child_Abuse", "Hate_and_Harassment", "Self-Harm")
 
@@ -48,7 +50,7 @@ class VideoSafetyFilter:
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)["model"]
         except Exception as e:
-            raise ValueError(f"cannot read {path}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+            raise ValueError(f"cannot read {path}: {first_line(e)}") from None
         state = {k[len("network."):]: v for k, v in state.items() if k.startswith("network.")}
         try:
             model = SiglipModel.from_pretrained(siglip, dtype=torch.float32)

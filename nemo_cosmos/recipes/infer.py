@@ -31,13 +31,13 @@ from ..models.specs import te_available
 from ..parallel import (apply_context_parallel, context_parallel_group, init_distributed, is_main_rank, shutdown,
                         world_size_from_env)
 from ..models.config import CosmosDiTConfig, config_from_dict, config_to_dict
-from ..pipeline import DEFAULT_NEGATIVE_PROMPT, Generation, Text2WorldPipeline, subject_prompt
+from ..pipeline import Generation, Text2WorldPipeline, subject_prompt
 from ..text import T5TextEncoder
 from ..text.upsampler import UPSAMPLER_REPO, PromptUpsampler
 from ..tokenizer import CV8x8x8Tokenizer, TokenizerConfig, check_num_frames, latent_shape
 from ..utils.video import write_json, write_mp4, write_tensor
 from .models import (DEFAULT_MODEL, DEMO_MODEL, MODELS, ModelEntry, hub_snapshot, model_entry,
-                     published_dit_checkpoint, published_weights_cached)
+                     published_dit_checkpoint, cached_dit_checkpoint)
 
 log = logging.getLogger("nemo_cosmos")
 EXIT_BAD_INPUT = 2
@@ -232,7 +232,7 @@ def resolve_model(args) -> None:
     if args.model is None:
         args.model = DEFAULT_MODEL
         if (not (args.checkpoint_dir or args.nemo_checkpoint) and demo.available()
-                and not published_weights_cached(MODELS[DEFAULT_MODEL].repo)):
+                and cached_dit_checkpoint(MODELS[DEFAULT_MODEL].repo) is None):
             log.warning("%s weights are not on this machine: using the built-in %s model (coloured shapes; "
                         "python -m nemo_cosmos.recipes.download fetches the real one)", DEFAULT_MODEL, DEMO_MODEL)
             args.model = DEMO_MODEL

@@ -83,9 +83,9 @@ def hub_snapshot(repo: str, patterns: list, what: str) -> str:
         ) from None
 
 
-def published_dit_checkpoint(repo: str, what: str) -> Tuple[str, str]:
-    """(kind, path) of a published DiT in the Hugging Face cache: its NeMo checkpoint (``nemo/``, what
-    the download recipe fetches) or else its ``model.pt``; downloads ``nemo/`` when neither is there."""
+def cached_dit_checkpoint(repo: str) -> Optional[Tuple[str, str]]:
+    """(kind, path) of a published DiT already in the Hugging Face cache: its NeMo checkpoint
+    (``nemo/``, what the download recipe fetches) or else its ``model.pt``; None if neither is there."""
     from huggingface_hub import snapshot_download
 
     for patterns in (["nemo/*"], ["model.pt"]):
@@ -93,17 +93,9 @@ def published_dit_checkpoint(repo: str, what: str) -> Tuple[str, str]:
             return find_dit_checkpoint(snapshot_download(repo, allow_patterns=patterns, local_files_only=True))
         except Exception:
             continue
-    return find_dit_checkpoint(hub_snapshot(repo, ["nemo/*"], what))
+    return None
 
 
-def published_weights_cached(repo: str) -> bool:
-    """Whether the Hugging Face cache holds the DiT weights of `repo` (nothing is downloaded)."""
-    from huggingface_hub import snapshot_download
-
-    for patterns in (["nemo/*"], ["model.pt"]):
-        try:
-            find_dit_checkpoint(snapshot_download(repo, allow_patterns=patterns, local_files_only=True))
-            return True
-        except Exception:
-            continue
-    return False
+def published_dit_checkpoint(repo: str, what: str) -> Tuple[str, str]:
+    """The cached DiT of `repo` (cached_dit_checkpoint); downloads ``nemo/`` when there is none."""
+    return cached_dit_checkpoint(repo) or find_dit_checkpoint(hub_snapshot(repo, ["nemo/*"], what))

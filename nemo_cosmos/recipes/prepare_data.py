@@ -36,6 +36,7 @@ from ..text import T5TextEncoder
 from ..tokenizer import CV8x8x8Tokenizer, check_num_frames
 from ..utils.video import write_json, write_tensor
 from .models import MODELS, hub_snapshot, model_entry
+from ..utils.errors import first_line
 
 log = logging.getLogger("nemo_cosmos")
 EXIT_BAD_INPUT = 2
@@ -51,7 +52,7 @@ def read_video(path: str) -> Tuple[List[np.ndarray], float]:
         frames = [np.asarray(f)[..., :3] for f in reader]
         reader.close()
     except Exception as e:
-        raise ValueError(f"cannot read {os.path.basename(path)} as a video ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
+        raise ValueError(f"cannot read {os.path.basename(path)} as a video ({first_line(e)})") from None
     if not frames:
         raise ValueError(f"{os.path.basename(path)} has no frames")
     return frames, fps

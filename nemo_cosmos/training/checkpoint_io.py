@@ -25,11 +25,12 @@ from safetensors.torch import load_file, save_file
 
 from ..checkpoint import load_nemo_checkpoint, save_nemo_checkpoint
 from ..checkpoint.nemo_dist import read_nemo_extras
+from ..diffusion import LogVarHead
 from ..models.config import CosmosDiTConfig
+from ..utils.errors import first_line
 
 TRAIN_STATE = "train_state"
 _DIT, _LOGVAR = "dit.", "logvar."
-_LOGVAR_NAMES = {"freqs": "logvar.0.freqs", "phases": "logvar.0.phases", "linear.weight": "logvar.1.weight"}
 
 
 def _encode(obj: Any, tensors: Dict[str, torch.Tensor], where: str) -> Any:
@@ -80,7 +81,7 @@ class NeMoCheckpointIO(CheckpointIO):
         final = checkpoint_folder(path)
         state = checkpoint["state_dict"]
         dit = {k[len(_DIT):]: v for k, v in state.items() if k.startswith(_DIT)}
-        extras = {theirs: state[_LOGVAR + ours] for ours, theirs in _LOGVAR_NAMES.items() if _LOGVAR + ours in state}
+        extras = {theirs: state[_LOGVAR + ours] for ours, theirs in LogVarHead.NEMO_NAMES.items() if _LOGVAR + ours in state}
         rank = dist.get_rank() if dist.is_initialized() else 0
         parent = os.path.dirname(final)
         tmp = None
@@ -117,7 +118,7 @@ class NeMoCheckpointIO(CheckpointIO):
             with open(os.path.join(train_state, "state.json")) as f:
                 checkpoint = _decode(json.load(f), tensors)
         except Exception as e:
-            raise ValueError(f"cannot read {train_state}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+            raise ValueError(f"cannot read {train_state}: {first_line(e)}") from None
         master = checkpoint.pop("master_weights", None)
         if master is not None:
             checkpoint["state_dict"] = master
@@ -125,7 +126,7 @@ class NeMoCheckpointIO(CheckpointIO):
             dit, _ = load_nemo_checkpoint(folder, self.config)
             state = {_DIT + k: v for k, v in dit.items()}
             extras = read_nemo_extras(folder)
-            state.update({_LOGVAR + ours: extras[theirs] for ours, theirs in _LOGVAR_NAMES.items() if theirs in extras})
+            state.update({_LOGVAR + ours: extras[theirs] for ours, theirs in LogVarHead.NEMO_NAMES.items() if theirs in extras})
             checkpoint["state_dict"] = state
         return checkpoint
 

@@ -14,6 +14,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from ..diffusion import SIGMA_DATA
+from ..utils.errors import first_line
 
 
 class CachedVideoDataset(Dataset):
@@ -37,7 +38,7 @@ class CachedVideoDataset(Dataset):
         try:
             return torch.load(f, map_location="cpu", weights_only=True)
         except Exception as e:
-            raise ValueError(f"cannot read {f}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+            raise ValueError(f"cannot read {f}: {first_line(e)}") from None
 
     def __getitem__(self, i: int) -> Dict[str, torch.Tensor]:
         with open(os.path.join(self.path, f"{self.ids[i]}.info.json")) as f:

@@ -25,8 +25,6 @@ from ..diffusion import SIGMA_DATA, LogVarHead, edm_loss, training_sigma
 from ..models import CosmosDiT
 from ..models.config import CosmosDiTConfig
 
-# our LogVarHead <-> NeMo's logvar.* names
-_LOGVAR_NAMES = {"freqs": "logvar.0.freqs", "phases": "logvar.0.phases", "linear.weight": "logvar.1.weight"}
 
 
 def apply_activation_checkpointing(model: CosmosDiT) -> None:
@@ -73,8 +71,8 @@ class CosmosDiffusionModule(pl.LightningModule):
             if config.adaln_fused != self.config.adaln_fused:
                 raise ValueError(f"{found} has NeMo's fused AdaLN: build the module with adaln_fused=True")
             extras = read_nemo_extras(found)
-            if self.logvar is not None and all(n in extras for n in _LOGVAR_NAMES.values()):
-                self.logvar.load_state_dict({ours: extras[theirs] for ours, theirs in _LOGVAR_NAMES.items()})
+            if self.logvar is not None and all(n in extras for n in LogVarHead.NEMO_NAMES.values()):
+                self.logvar.load_state_dict({ours: extras[theirs] for ours, theirs in LogVarHead.NEMO_NAMES.items()})
         else:
             state_dict = load_original_model_pt(found, self.config)
         load_state_dict_checked(self.dit, {k: v.float() for k, v in state_dict.items()})
@@ -84,7 +82,7 @@ class CosmosDiffusionModule(pl.LightningModule):
         if self.logvar is None:
             return {}
         sd = self.logvar.state_dict()
-        return {theirs: sd[ours] for ours, theirs in _LOGVAR_NAMES.items()}
+        return {theirs: sd[ours] for ours, theirs in LogVarHead.NEMO_NAMES.items()}
 
     # -- training ------------------------------------------------------------------------------
     def _generator(self) -> torch.Generator:
