@@ -61,6 +61,31 @@ def test_encode_decode_match_diffusers(pair, frames, h, w):
         assert rel_err(x_ours, x_theirs) <= 1e-5
 
 
+def test_attention_in_slices_matches_diffusers_and_trains(pair, monkeypatch):
+    """One sequence per SDPA call (the slicing that keeps a 704x1280 decode small) changes nothing,
+    gradients included."""
+    from nemo_cosmos.tokenizer import cv8x8x8
+
+    ours, theirs = pair
+    video = torch.rand(1, 3, 17, 16, 40) * 2 - 1
+
+    def run():
+        ours.zero_grad()
+        x = ours.decode_raw(ours.encode_raw(video))
+        x.square().mean().backward()
+        return x.detach(), ours.encoder.mid.attn_1[0].q.conv3d.weight.grad.clone()
+
+    whole, whole_grad = run()
+    monkeypatch.setattr(cv8x8x8, "SCORE_BUDGET", 1)
+    sliced, sliced_grad = run()
+    ours.zero_grad()
+    with torch.no_grad():
+        reference = theirs.decode(theirs.encode(video).latent_dist.mode()).sample
+    assert rel_err(sliced, reference) <= 1e-5
+    assert rel_err(sliced, whole) <= 1e-6
+    assert rel_err(sliced_grad, whole_grad) <= 1e-5
+
+
 def test_latent_normalisation_uses_per_frame_statistics():
     cfg = tiny_tokenizer_config()
     tok = randomize_(CV8x8x8Tokenizer(cfg)).eval()

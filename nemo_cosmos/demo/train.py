@@ -25,18 +25,16 @@ import numpy as np
 import torch
 
 from . import T5_WIDTH, demo_dit_config, demo_tokenizer_config
-from .world import BACKGROUND, COLORS, DIRECTIONS, FPS, SHAPES, all_captions, analyse, caption, render
+from .world import BACKGROUND, FPS, VOCABULARY, all_captions, analyse, caption, render
 
 log = logging.getLogger("nemo_cosmos")
-OBJECT_WEIGHT = 20.0
 
 
 def make_t5(folder: str) -> None:
     from tokenizers import Tokenizer, models, pre_tokenizers, processors
     from transformers import PreTrainedTokenizerFast, T5Config, T5EncoderModel
 
-    words = ["a", "moving", "video", "of", "sks", *COLORS, *SHAPES, *DIRECTIONS]
-    vocab = {"<pad>": 0, "</s>": 1, "<unk>": 2, **{w: i + 3 for i, w in enumerate(words)}}
+    vocab = {"<pad>": 0, "</s>": 1, "<unk>": 2, **{w: i + 3 for i, w in enumerate(VOCABULARY)}}
     tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.Whitespace()
     tok.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", 1)])
@@ -52,52 +50,69 @@ def random_clips(rng: np.random.Generator, n: int):
     combos = all_captions()
     picks = [combos[i] for i in rng.integers(0, len(combos), n)]
     videos = np.stack([render(c, s, d, rng) for c, s, d in picks])
-    x = torch.from_numpy(videos).permute(0, 4, 1, 2, 3).float() / 127.5 - 1.0  # [n, 3, T, H, W]
-    return picks, x
+    return picks, torch.from_numpy(videos).permute(0, 4, 1, 2, 3)  # uint8 [n, 3, T, H, W]
 
 
-def train_tokenizer(device, steps: int, batch: int, seed: int):
-    """Autoencoder training on a pool of rendered clips. The object covers ~6% of a frame: its pixels
-    weigh OBJECT_WEIGHT times more, or the autoencoder settles for drawing the background."""
+def to_unit(x: torch.Tensor) -> torch.Tensor:
+    return x.float() / 127.5 - 1.0
+
+
+def train_tokenizer(device, steps: int, batch: int, seed: int, object_weight: float, lr: float):
+    """Autoencoder training on a pool of rendered clips (kept on the device as uint8). The object
+    covers ~10% of a frame: its pixels weigh `object_weight` times more, or the autoencoder settles
+    for drawing the background."""
     from ..tokenizer import CV8x8x8Tokenizer
 
     rng = np.random.default_rng(seed)
-    _, pool = random_clips(rng, 2048)
-    background = torch.tensor(BACKGROUND, dtype=torch.float32).view(1, 3, 1, 1, 1) / 127.5 - 1.0
+    pool = random_clips(rng, 8192)[1].to(device)
+    background = torch.tensor(BACKGROUND, dtype=torch.float32, device=device).view(1, 3, 1, 1, 1) / 127.5 - 1.0
     tok = CV8x8x8Tokenizer(demo_tokenizer_config()).to(device).train()
-    opt = torch.optim.AdamW(tok.parameters(), lr=1e-3, weight_decay=0.0)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
+    opt = torch.optim.AdamW(tok.parameters(), lr=lr, weight_decay=0.0)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, lr, total_steps=steps, pct_start=0.05)
+    gen = torch.Generator(device).manual_seed(seed)
+    t0 = time.perf_counter()
     for step in range(steps):
-        x = pool[torch.from_numpy(rng.integers(0, len(pool), batch))]
-        weight = (1.0 + (OBJECT_WEIGHT - 1) * ((x - background).abs().sum(1, keepdim=True) > 0.1)).to(device)
-        x = x.to(device)
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
+        x = to_unit(pool[torch.randint(0, len(pool), (batch,), device=device, generator=gen)])
+        weight = 1.0 + (object_weight - 1) * ((x - background).abs().sum(1, keepdim=True) > 0.1)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
             recon = tok.decode_raw(tok.encode_raw(x))
         err = recon.float() - x
         loss = (weight * (err.abs() + err**2)).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
+        torch.nn.utils.clip_grad_norm_(tok.parameters(), 1.0)
         opt.step()
         sched.step()
-        if step % 250 == 0 or step == steps - 1:
-            log.info("tokenizer step %d: loss %.4f", step, loss.item())
+        if step % 500 == 0 or step == steps - 1:
+            log.info("tokenizer step %d: loss %.4f (%.0f s)", step, loss.item(), time.perf_counter() - t0)
     tok.eval()
     with torch.no_grad():  # latent statistics per channel and latent frame, as the published mean_std.pt
-        zs = torch.cat([tok.encode_raw(random_clips(rng, 32)[1].to(device)).float() for _ in range(8)])
+        zs = torch.cat([tok.encode_raw(to_unit(random_clips(rng, 64)[1].to(device))) for _ in range(8)])
         tok.set_latent_stats(zs.mean(dim=(0, 3, 4)).flatten(), zs.std(dim=(0, 3, 4)).flatten())
     return tok
 
 
+def _score(found, want, hits: dict) -> None:
+    found = found or (None, None, None)
+    hits["all"] += found == want
+    for i, key in enumerate(("color", "shape", "direction")):
+        hits[key] += found[i] == want[i]
+
+
 @torch.no_grad()
-def round_trip_accuracy(tok, device) -> float:
+def round_trip_accuracy(tok, device, repeats: int = 4) -> dict:
+    """Share of rendered clips (every caption, `repeats` positions each) whose encode-decode round
+    trip the detector reads as the caption: an upper bound for what the DiT can reach."""
     rng = np.random.default_rng(123)
-    hits = 0
-    for c, s, d in all_captions():
-        x = torch.from_numpy(render(c, s, d, rng)).permute(3, 0, 1, 2)[None].float() / 127.5 - 1.0
-        r = tok.decode(tok.encode(x.to(device))).float().cpu()
-        frames = ((1 + r).clamp(0, 2) / 2 * 255).to(torch.uint8)[0].permute(1, 2, 3, 0).numpy()
-        hits += analyse(frames) == (c, s, d)
-    return hits / len(all_captions())
+    hits = dict.fromkeys(("all", "color", "shape", "direction"), 0)
+    combos = all_captions() * repeats
+    x = torch.stack([torch.from_numpy(render(c, s, d, rng)).permute(3, 0, 1, 2) for c, s, d in combos])
+    for start in range(0, len(combos), 32):
+        r = tok.decode(tok.encode(to_unit(x[start:start + 32]).to(device))).float().cpu()
+        frames = ((1 + r).clamp(0, 2) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 4, 1).numpy()
+        for f, want in zip(frames, combos[start:start + 32]):
+            _score(analyse(f), want, hits)
+    return {k: v / len(combos) for k, v in hits.items()}
 
 
 def build_dataset(folder: str, tok, t5, device, n: int, seed: int) -> None:
@@ -109,7 +124,7 @@ def build_dataset(folder: str, tok, t5, device, n: int, seed: int) -> None:
     with torch.no_grad():
         for start in range(0, n, 64):
             picks, x = random_clips(rng, min(64, n - start))
-            latents = tok.encode(x.to(device)).float().cpu()
+            latents = tok.encode(to_unit(x).to(device)).float().cpu()
             for j, (c, s, d) in enumerate(picks):
                 prompt = caption(c, s, d)
                 if prompt not in texts:
@@ -126,12 +141,8 @@ def evaluate(pipe, seeds=range(1)) -> dict:
         for i, (c, s, d) in enumerate(all_captions()):
             frames = pipe(caption(c, s, d), negative_prompt="", guidance=3.0, num_steps=35, height=64, width=64,
                           num_frames=17, fps=FPS, seed=seed * 100 + i, progress=False).frames
-            got = analyse(frames) or (None, None, None)
             total += 1
-            hits["all"] += got == (c, s, d)
-            hits["color"] += got[0] == c
-            hits["shape"] += got[1] == s
-            hits["direction"] += got[2] == d
+            _score(analyse(frames), (c, s, d), hits)
     return {k: v / total for k, v in hits.items()}
 
 
@@ -140,10 +151,14 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "assets"))
     p.add_argument("--work", default="cosmos-demo-work")
-    p.add_argument("--tokenizer_steps", type=int, default=1500, help="0: keep the tokenizer already in --out")
+    p.add_argument("--tokenizer_steps", type=int, default=4000, help="0: keep the tokenizer already in --out")
+    p.add_argument("--tokenizer_batch", type=int, default=32)
+    p.add_argument("--tokenizer_lr", type=float, default=2e-3)
+    p.add_argument("--object_weight", type=float, default=5.0)
     p.add_argument("--clips", type=int, default=4096)
-    p.add_argument("--dit_steps", type=int, default=4000)
+    p.add_argument("--dit_steps", type=int, default=4000, help="0: stop after the tokenizer")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("overrides", nargs="*", help="post-training recipe overrides for the DiT, e.g. data.num_workers=8")
     args = p.parse_args()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     t0 = time.perf_counter()
@@ -158,14 +173,21 @@ def main() -> None:
 
     tok_dir = os.path.join(args.out, "tokenizer")
     if args.tokenizer_steps:
-        tok = train_tokenizer(device, args.tokenizer_steps, 16, args.seed)
+        tok = train_tokenizer(device, args.tokenizer_steps, args.tokenizer_batch, args.seed, args.object_weight,
+                              args.tokenizer_lr)
         os.makedirs(tok_dir, exist_ok=True)
         tok.half().save_safetensors(os.path.join(tok_dir, "tokenizer.safetensors"))
     from ..tokenizer import CV8x8x8Tokenizer
 
     tok = CV8x8x8Tokenizer.from_pretrained(tok_dir, demo_tokenizer_config(), dtype=torch.float32).to(device)
-    log.info("tokenizer round trip, detector agreement over the 32 captions: %.2f", round_trip_accuracy(tok, device))
+    round_trip = round_trip_accuracy(tok, device)
+    log.info("tokenizer round trip, detector agreement: %s", json.dumps(round_trip))
     log.info("tokenizer done at %.0f s", time.perf_counter() - t0)
+    os.makedirs(args.work, exist_ok=True)
+    with open(os.path.join(args.work, "round_trip.json"), "w") as f:
+        json.dump(round_trip, f)
+    if not args.dit_steps:
+        return
 
     data = os.path.join(args.work, "data")
     shutil.rmtree(data, ignore_errors=True)
@@ -177,7 +199,7 @@ def main() -> None:
     from ..training import recipe
 
     cfg = recipe("cosmos_demo_text2world_train", [f"data.path={data}", f"log.log_dir={args.work}/nemo_experiments",
-                                                   f"trainer.max_steps={args.dit_steps}", "resume=false"])
+                                                   f"trainer.max_steps={args.dit_steps}", "resume=false", *args.overrides])
     final = train(cfg)
     state_dict, _ = load_nemo_checkpoint(final, demo_dit_config())
     from safetensors.torch import save_file

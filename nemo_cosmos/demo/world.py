@@ -16,7 +16,9 @@ COLORS: Dict[str, Tuple[int, int, int]] = {
 }
 SHAPES = ("circle", "square")
 DIRECTIONS: Dict[str, Tuple[int, int]] = {"left": (-1, 0), "right": (1, 0), "up": (0, -1), "down": (0, 1)}
-RADIUS, TRAVEL = 9, 36  # half-size of the shape and how far it moves over the clip, in pixels
+VOCABULARY = ("a", "moving", "video", "of", "sks", *COLORS, *SHAPES, *DIRECTIONS)
+"""Every word the demo's text encoder knows (the last three groups and the subject-prompt words)."""
+RADIUS, TRAVEL = 12, 32  # half-size of the shape and how far it moves over the clip, in pixels
 
 
 def caption(color: str, shape: str, direction: str) -> str:
@@ -31,6 +33,18 @@ def parse_caption(text: str) -> Optional[Tuple[str, str, str]]:
     words = text.lower().replace(".", " ").split()
     found = [next((w for w in words if w in group), None) for group in (COLORS, SHAPES, DIRECTIONS)]
     return tuple(found) if all(found) else None
+
+
+def check_prompt(text: str) -> None:
+    """ValueError unless `text` is a caption of this world in its own words: the demo model cannot be
+    asked for anything else, which is why it needs no guardrails."""
+    words = text.lower().replace(".", " ").replace(",", " ").split()
+    unknown = [w for w in words if w not in VOCABULARY]
+    if unknown or parse_caption(text) is None:
+        raise ValueError(
+            f"cosmos-demo draws one shape: 'a <{'|'.join(COLORS)}> <{'|'.join(SHAPES)}> moving <{'|'.join(DIRECTIONS)}>'; "
+            f"got {text!r}" + (f" (unknown word {unknown[0]!r})" if unknown else "")
+        )
 
 
 def render(color: str, shape: str, direction: str, rng: np.random.Generator) -> np.ndarray:
@@ -60,8 +74,9 @@ def render(color: str, shape: str, direction: str, rng: np.random.Generator) -> 
 def analyse(video: np.ndarray) -> Optional[Tuple[str, str, str]]:
     """(colour, shape, direction) of what a generated clip shows, or None if no object is found:
     pixels are assigned to the nearest palette colour (or the background), the most frequent colour
-    is the object, its centroid track gives the direction, its fill of the bounding box the shape
-    (a disc fills pi/4 of its box, a square all of it)."""
+    is the object, its centroid track gives the direction. The shape is the template, a disc or an
+    axis-aligned square of the blob's area at its centroid, that overlaps the blob more (median over
+    frames): unlike a bounding box, this is not thrown off by blurred corners or stray pixels."""
     palette = np.array([BACKGROUND, *COLORS.values()], np.float32)
     names = list(COLORS)
     dist = ((video[..., None, :].astype(np.float32) - palette) ** 2).sum(-1)
@@ -70,15 +85,18 @@ def analyse(video: np.ndarray) -> Optional[Tuple[str, str, str]]:
     if counts.max() < 0.02 * label.size:
         return None
     c = int(counts.argmax())
-    mask = label == c + 1
-    centroids, fills = [], []
-    for m in mask:
-        ys, xs = np.nonzero(m)
-        if len(xs) < 10:
+    yy, xx = np.mgrid[0 : video.shape[1], 0 : video.shape[2]]
+    centroids, square_votes = [], []
+    for m in label == c + 1:
+        n = int(m.sum())
+        if n < 10:
             continue
-        centroids.append((xs.mean(), ys.mean()))
-        box = (xs.max() - xs.min() + 1) * (ys.max() - ys.min() + 1)
-        fills.append(len(xs) / box)
+        cx, cy = xx[m].mean(), yy[m].mean()
+        centroids.append((cx, cy))
+        disc = (xx - cx) ** 2 + (yy - cy) ** 2 <= n / np.pi
+        half = np.sqrt(n) / 2
+        square = (np.abs(xx - cx) <= half) & (np.abs(yy - cy) <= half)
+        square_votes.append(_iou(m, square) - _iou(m, disc))
     if len(centroids) < 2:
         return None
     motion = np.array(centroids[-1]) - np.array(centroids[0])
@@ -86,5 +104,9 @@ def analyse(video: np.ndarray) -> Optional[Tuple[str, str, str]]:
         return names[c], None, None
     direction = (("right" if motion[0] > 0 else "left") if abs(motion[0]) > abs(motion[1])
                  else ("down" if motion[1] > 0 else "up"))
-    shape = "square" if np.median(fills) > 0.9 else "circle"
+    shape = "square" if np.median(square_votes) > 0 else "circle"
     return names[c], shape, direction
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> float:
+    return float((a & b).sum()) / max(1, int((a | b).sum()))

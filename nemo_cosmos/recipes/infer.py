@@ -240,6 +240,9 @@ def resolve_model(args) -> None:
     for name, value in entry.defaults.items():
         if getattr(args, name) is None:
             setattr(args, name, value)
+    if entry.check_prompt is not None and not args.disable_guardrails:
+        log.info("%s: prompts are held to its own vocabulary instead of the guardrails", args.model)
+        args.disable_guardrails = True
 
 
 def run(args) -> str:
@@ -248,7 +251,11 @@ def run(args) -> str:
     dit_cfg, tok_cfg = entry.dit(), entry.tokenizer()
     args.video_save_path = args.video_save_path or f"{args.model}.mp4"
     validate(args, dit_cfg, tok_cfg)
-    if args.disable_guardrails:
+    if entry.check_prompt is not None:
+        if args.enable_prompt_upsampler:
+            raise ValueError(f"{args.model} takes its captions as they are: leave out --enable_prompt_upsampler")
+        entry.check_prompt(args.prompt)
+    elif args.disable_guardrails:
         log.warning("guardrails disabled: no prompt or video safety checks, no face blurring (research use only)")
     group = None
     if args.cp_size > 1:

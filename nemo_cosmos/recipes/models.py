@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Dict, Optional, Tuple
 
 from .. import demo
+from ..demo import world as demo_world
 from ..checkpoint import find_dit_checkpoint
 from ..pipeline import DEFAULT_NEGATIVE_PROMPT
 from ..models.config import CosmosDiTConfig, cosmos_7b_config, cosmos_14b_config, tiny_config
@@ -31,6 +32,9 @@ class ModelEntry:
     """(DiT weights file, tokenizer folder) shipped with the package; t5 is then a folder too."""
     defaults: Dict[str, object] = field(default_factory=lambda: dict(STANDARD_SETTINGS))
     """infer settings the user did not give."""
+    check_prompt: Optional[Callable[[str], None]] = None
+    """For a model with a closed vocabulary (the demo): raises ValueError for any prompt outside it.
+    Such a model can draw nothing else, so it runs without the guardrails (and their downloads)."""
 
 
 MODELS = {
@@ -45,7 +49,8 @@ MODELS = {
     "cosmos-demo": ModelEntry(demo.demo_dit_config, demo.demo_tokenizer_config, None, tokenizer_repo=None,
                               t5=demo.T5_DIR, builtin=(demo.DIT_FILE, demo.TOKENIZER_DIR),
                               defaults=dict(height=64, width=64, num_video_frames=17, fps=8, guidance=3.0,
-                                            negative_prompt="")),
+                                            negative_prompt=""),
+                              check_prompt=demo_world.check_prompt),
     # Same architecture at toy width: for CPU smoke tests with weights you make yourself.
     "cosmos-tiny": ModelEntry(tiny_config, tiny_tokenizer_config, None, tokenizer_repo=None, t5=""),
 }

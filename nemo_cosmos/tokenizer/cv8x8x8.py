@@ -185,12 +185,29 @@ class AttnBlock(nn.Module):
         else:  # -> [B*T, 1, H*W, C]
             seq = lambda z: z.permute(0, 2, 3, 4, 1).reshape(b * t, 1, h * w, c)  # noqa: E731
             mask = None
-        out = F.scaled_dot_product_attention(seq(self.q(y)), seq(self.k(y)), seq(self.v(y)), attn_mask=mask)
+        out = sliced_attention(seq(self.q(y)), seq(self.k(y)), seq(self.v(y)), mask)
         if self.temporal:
             out = out.reshape(b, h, w, t, c).permute(0, 4, 3, 1, 2)
         else:
             out = out.reshape(b, t, h, w, c).permute(0, 4, 1, 2, 3)
         return x + self.proj_out(out)
+
+
+SCORE_BUDGET = 2**27
+"""Most attention scores one SDPA call may hold (sequences x length^2)."""
+
+
+def sliced_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: Optional[torch.Tensor]) -> torch.Tensor:
+    """SDPA over slices of the leading dimension (independent sequences). No fused kernel takes the
+    single 512-wide head, so the math kernel materialises every score: at 704x1280 the spatial
+    attention of all 16 latent frames at once (16 x 14,080^2) would need ~29 GiB."""
+    step = max(1, SCORE_BUDGET // (q.shape[2] * k.shape[2]))
+    if step >= q.shape[0]:
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    out = q.new_empty(q.shape[:-1] + v.shape[-1:])
+    for i in range(0, q.shape[0], step):
+        out[i : i + step] = F.scaled_dot_product_attention(q[i : i + step], k[i : i + step], v[i : i + step], attn_mask=mask)
+    return out
 
 
 class Downsample(nn.Module):
