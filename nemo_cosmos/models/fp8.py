@@ -4,13 +4,16 @@ Hopper-class GPUs, results in bf16. With Transformer Engine installed its own FP
 better tool; this path needs nothing beyond torch.
 
 Applied in one place: ``apply_fp8(model)`` swaps the attention and MLP projections of every layer
-(AdaLN and embeddings, which see one row per sample, stay bf16). The weights are quantised once.
+(AdaLN and embeddings, which see one row per sample, stay bf16) and, where Triton runs, the
+self-attention itself (``fp8_attention.py``). The weights are quantised once.
 """
 
 from __future__ import annotations
 
 import torch
 from torch import nn
+
+from . import fp8_attention
 
 E4M3_MAX = torch.finfo(torch.float8_e4m3fn).max
 
@@ -47,8 +50,9 @@ _PROJECTIONS = ("self_attention.linear_qkv", "self_attention.linear_proj", "cros
                 "cross_attention.linear_kv", "cross_attention.linear_proj", "mlp.linear_fc1", "mlp.linear_fc2")
 
 
-def apply_fp8(model: nn.Module) -> nn.Module:
-    """Swap every layer's projections for FP8Linear (inference only: the bf16 weights are dropped)."""
+def apply_fp8(model: nn.Module, attention: bool = True) -> nn.Module:
+    """Swap every layer's projections for FP8Linear (inference only: the bf16 weights are dropped),
+    and with `attention` (and Triton installed) run self-attention in FP8 too."""
     if not torch.cuda.is_available() or torch.cuda.get_device_capability() < (8, 9):
         raise RuntimeError("FP8 needs an NVIDIA GPU of compute capability 8.9 or newer (Ada, Hopper)")
     for layer in model.layers:
@@ -56,4 +60,16 @@ def apply_fp8(model: nn.Module) -> nn.Module:
             parent_name, name = path.split(".")
             parent = getattr(layer, parent_name)
             setattr(parent, name, FP8Linear(getattr(parent, name)))
+    if attention and fp8_attention.available():
+        enable_fp8_attention(model)
     return model
+
+
+def enable_fp8_attention(model: nn.Module) -> None:
+    """Self-attention through the Triton FP8 kernel (found inside any context-parallel wrapper)."""
+    from .specs import SDPAttention
+
+    for layer in model.layers:
+        for m in layer.self_attention.modules():
+            if isinstance(m, SDPAttention):
+                m.backend = "fp8"

@@ -38,19 +38,25 @@ _SDPA_BACKENDS = {
 
 class SDPAttention(nn.Module):
     """softmax(q k^T / sqrt(d)) v through torch's scaled_dot_product_attention. The kernel is torch's
-    choice unless ``config.attention_backend`` names one (e.g. "cudnn", faster than flash on H100)."""
+    choice unless ``config.attention_backend`` names one (e.g. "cudnn", faster than flash on H100).
+    "fp8" is our Triton FP8 kernel (``fp8_attention.py``, Hopper) for self-attention; cross-attention
+    then keeps torch's choice."""
 
     def __init__(self, config: CosmosDiTConfig, layer_number: int = 1):
         super().__init__()
         backend = getattr(config, "attention_backend", "auto") if config is not None else "auto"
-        if backend != "auto" and backend not in _SDPA_BACKENDS:
-            raise ValueError(f"unknown attention_backend {backend!r}; expected auto or one of {list(_SDPA_BACKENDS)}")
+        if backend not in ("auto", "fp8") and backend not in _SDPA_BACKENDS:
+            raise ValueError(f"unknown attention_backend {backend!r}; expected auto, fp8 or one of {list(_SDPA_BACKENDS)}")
         self.backend = backend
 
     def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         b, s, h, d = q.shape
+        if self.backend == "fp8" and q.shape == k.shape and q.device.type == "cuda":
+            from .fp8_attention import fp8_attention
+
+            return fp8_attention(q, k, v).reshape(b, s, h * d)
         q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
-        if self.backend == "auto" or q.device.type != "cuda":
+        if self.backend in ("auto", "fp8") or q.device.type != "cuda":
             out = F.scaled_dot_product_attention(q, k, v)
         else:
             from torch.nn.attention import SDPBackend, sdpa_kernel

@@ -81,7 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--offload_tokenizer", action="store_true", help="keep the tokenizer on the CPU except while decoding")
     p.add_argument("--batch_guidance", action="store_true", help="guidance's two DiT passes as one batch of 2")
     p.add_argument("--compile", action="store_true", help="torch.compile each DiT layer (faster after a warm-up)")
-    p.add_argument("--fp8", action="store_true", help="FP8 projections in the DiT (Hopper/Ada GPUs; slight quality cost)")
+    p.add_argument("--fp8", action="store_true", help="FP8 projections and self-attention in the DiT (Hopper/Ada GPUs; slight quality cost)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--no_progress", action="store_true")
     p.add_argument("--save_latent", action="store_true", help="also save the final latent as <video>.latent.pt")
