@@ -60,7 +60,7 @@ def apply_fp8(model: nn.Module, attention: bool = True) -> nn.Module:
             parent_name, name = path.split(".")
             parent = getattr(layer, parent_name)
             setattr(parent, name, FP8Linear(getattr(parent, name)))
-    if attention and fp8_attention.available():
+    if attention and fp8_attention.available() and model.config.kv_channels in fp8_attention.HEAD_DIMS:
         enable_fp8_attention(model)
     return model
 
