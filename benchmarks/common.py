@@ -1,5 +1,8 @@
 """Shared by the benchmark scripts (run as `python benchmarks/<name>.py`, so this folder is on sys.path)."""
 
+import statistics
+import time
+
 import torch
 
 
@@ -13,3 +16,21 @@ def fill_random_(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
             else:
                 p.copy_(torch.randn(p.shape, generator=g, device="cuda") * (0.5 / p[0].numel() ** 0.5))
     return model
+
+
+def timed(fn, runs):
+    """Median seconds, and the peak memory the calls allocate beyond what was held before them
+    (both models' weights share the GPU here, so whole-process peaks would mix them up)."""
+    fn()  # warm-up (and compilation)
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    held = torch.cuda.memory_allocated()
+    times, out = [], None
+    for _ in range(runs):
+        out = None  # the previous call's output is not part of the next call's peak
+        torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        out = fn()
+        torch.cuda.synchronize()
+        times.append(time.perf_counter() - t0)
+    return out, statistics.median(times), (torch.cuda.max_memory_allocated() - held) / 2**30

@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
-import time
 import warnings
 
 import torch
@@ -22,7 +20,7 @@ import torch
 warnings.filterwarnings("ignore")
 torch._dynamo.config.cache_size_limit = 64  # per-layer compiles, re-specialised per attention kernel / FP8
 
-from common import fill_random_  # noqa: E402
+from common import fill_random_, timed  # noqa: E402
 from nemo_cosmos.checkpoint import to_ours  # noqa: E402
 from nemo_cosmos.models import CosmosDiT, cosmos_7b_config, cosmos_14b_config  # noqa: E402
 
@@ -34,23 +32,6 @@ PRESETS = {
 
 def rel(a, b):
     return ((a.float() - b.float()).norm() / b.float().norm()).item()
-
-
-def timed(fn, runs):
-    """Median seconds, and the peak memory the calls allocate beyond what was held before them
-    (both models' weights share the GPU here, so whole-process peaks would mix them up)."""
-    fn()  # warm-up (and compilation)
-    torch.cuda.synchronize()
-    torch.cuda.reset_peak_memory_stats()
-    held = torch.cuda.memory_allocated()
-    times = []
-    for _ in range(runs):
-        torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        out = fn()
-        torch.cuda.synchronize()
-        times.append(time.perf_counter() - t0)
-    return out, statistics.median(times), (torch.cuda.max_memory_allocated() - held) / 2**30
 
 
 def weights_gib(model: torch.nn.Module) -> float:

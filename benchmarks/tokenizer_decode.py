@@ -9,27 +9,15 @@ tests check that both decoders give the same frames from the same weights). Medi
 
 from __future__ import annotations
 
-import statistics
-import time
-
 import torch
 
-from common import fill_random_
+from common import fill_random_, timed
 
 
 def measure(decode, z) -> dict:
     with torch.no_grad():
-        decode(z)  # warm-up
-        torch.cuda.synchronize()
-        base = torch.cuda.memory_allocated()
-        torch.cuda.reset_peak_memory_stats()
-        times = []
-        for _ in range(3):
-            t0 = time.perf_counter()
-            decode(z)
-            torch.cuda.synchronize()
-            times.append(time.perf_counter() - t0)
-    return {"seconds": statistics.median(times), "peak_gib": (torch.cuda.max_memory_allocated() - base) / 2**30}
+        _, seconds, peak_gib = timed(lambda: decode(z), 3)
+    return {"seconds": seconds, "peak_gib": peak_gib}
 
 
 def main() -> None:

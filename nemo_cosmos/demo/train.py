@@ -92,11 +92,16 @@ def train_tokenizer(device, steps: int, batch: int, seed: int, object_weight: fl
     return tok
 
 
-def _score(found, want, hits: dict) -> None:
-    found = found or (None, None, None)
-    hits["all"] += found == want
-    for i, key in enumerate(("color", "shape", "direction")):
-        hits[key] += found[i] == want[i]
+def accuracy(pairs) -> dict:
+    """Shares of (detected, wanted) caption triples that agree: entirely, and per attribute."""
+    hits, total = dict.fromkeys(("all", "color", "shape", "direction"), 0), 0
+    for found, want in pairs:
+        found = found or (None, None, None)
+        total += 1
+        hits["all"] += found == want
+        for i, key in enumerate(("color", "shape", "direction")):
+            hits[key] += found[i] == want[i]
+    return {k: v / total for k, v in hits.items()}
 
 
 @torch.no_grad()
@@ -104,15 +109,14 @@ def round_trip_accuracy(tok, device, repeats: int = 4) -> dict:
     """Share of rendered clips (every caption, `repeats` positions each) whose encode-decode round
     trip the detector reads as the caption: an upper bound for what the DiT can reach."""
     rng = np.random.default_rng(123)
-    hits = dict.fromkeys(("all", "color", "shape", "direction"), 0)
     combos = all_captions() * repeats
     x = torch.stack([torch.from_numpy(render(c, s, d, rng)).permute(3, 0, 1, 2) for c, s, d in combos])
+    pairs = []
     for start in range(0, len(combos), 32):
         r = tok.decode(tok.encode(to_unit(x[start:start + 32]).to(device))).float().cpu()
         frames = ((1 + r).clamp(0, 2) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 4, 1).numpy()
-        for f, want in zip(frames, combos[start:start + 32]):
-            _score(analyse(f), want, hits)
-    return {k: v / len(combos) for k, v in hits.items()}
+        pairs += [(analyse(f), want) for f, want in zip(frames, combos[start:start + 32])]
+    return accuracy(pairs)
 
 
 def build_dataset(folder: str, tok, t5, device, n: int, seed: int) -> None:
@@ -135,15 +139,13 @@ def build_dataset(folder: str, tok, t5, device, n: int, seed: int) -> None:
 
 
 def evaluate(pipe, seeds=range(1)) -> dict:
-    hits = {"all": 0, "color": 0, "shape": 0, "direction": 0}
-    total = 0
-    for seed in seeds:
-        for i, (c, s, d) in enumerate(all_captions()):
-            frames = pipe(caption(c, s, d), negative_prompt="", guidance=3.0, num_steps=35, height=64, width=64,
-                          num_frames=17, fps=FPS, seed=seed * 100 + i, progress=False).frames
-            total += 1
-            _score(analyse(frames), (c, s, d), hits)
-    return {k: v / total for k, v in hits.items()}
+    """One generation per caption and seed (guidance 3, the empty negative prompt), judged by the detector."""
+    def judged(seed, i, want):
+        frames = pipe(caption(*want), negative_prompt="", guidance=3.0, num_steps=35, height=64, width=64,
+                      num_frames=17, fps=FPS, seed=seed * 100 + i, progress=False).frames
+        return analyse(frames), want
+
+    return accuracy(judged(seed, i, want) for seed in seeds for i, want in enumerate(all_captions()))
 
 
 def main() -> None:

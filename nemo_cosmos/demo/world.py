@@ -29,8 +29,12 @@ def all_captions() -> List[Tuple[str, str, str]]:
     return list(itertools.product(COLORS, SHAPES, DIRECTIONS))
 
 
+def _words(text: str) -> List[str]:
+    return text.lower().replace(".", " ").replace(",", " ").split()
+
+
 def parse_caption(text: str) -> Optional[Tuple[str, str, str]]:
-    words = text.lower().replace(".", " ").split()
+    words = _words(text)
     found = [next((w for w in words if w in group), None) for group in (COLORS, SHAPES, DIRECTIONS)]
     return tuple(found) if all(found) else None
 
@@ -38,8 +42,7 @@ def parse_caption(text: str) -> Optional[Tuple[str, str, str]]:
 def check_prompt(text: str) -> None:
     """ValueError unless `text` is a caption of this world in its own words: the demo model cannot be
     asked for anything else, which is why it needs no guardrails."""
-    words = text.lower().replace(".", " ").replace(",", " ").split()
-    unknown = [w for w in words if w not in VOCABULARY]
+    unknown = [w for w in _words(text) if w not in VOCABULARY]
     if unknown or parse_caption(text) is None:
         raise ValueError(
             f"cosmos-demo draws one shape: 'a <{'|'.join(COLORS)}> <{'|'.join(SHAPES)}> moving <{'|'.join(DIRECTIONS)}>'; "

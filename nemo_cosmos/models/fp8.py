@@ -14,8 +14,7 @@ import torch
 from torch import nn
 
 from . import fp8_attention
-
-E4M3_MAX = torch.finfo(torch.float8_e4m3fn).max
+from .fp8_attention import E4M3_MAX
 
 
 def _quantise_rows(x: torch.Tensor):

@@ -14,7 +14,7 @@ import importlib.util
 
 import torch
 
-E4M3_MAX = 448.0
+E4M3_MAX = torch.finfo(torch.float8_e4m3fn).max
 HEAD_DIMS = (64, 128)
 
 
