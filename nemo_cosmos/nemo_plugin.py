@@ -3,8 +3,9 @@
 With NeMo installed, importing this module gives NeMo:
 * ``CosmosNeMoConfig`` / ``CosmosNeMoModel``: our config and DiT as NeMo ``io`` objects, so a NeMo
   training script can import and configure them like NeMo's own;
-* every checkpoint we save carries a ``context/io.json`` that ``nemo.lightning.io.load_context``
-  restores, and ``CosmosNeMoModel.from_checkpoint(path)`` rebuilds the model with its weights.
+* every checkpoint we save (once this module is imported; post-training imports it) carries a
+  ``context/io.json`` that ``nemo.lightning.io.load_context`` restores, and
+  ``CosmosNeMoModel.from_checkpoint(path)`` rebuilds the model with its weights.
 
 Without NeMo the module imports fine; ``HAVE_NEMO`` is False and nothing is registered.
 """
@@ -14,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import os
 
+from .checkpoint.nemo_dist import CONTEXT_WRITERS
 from .models import CosmosDiT
 from .models.config import CosmosDiTConfig
 
@@ -59,13 +61,23 @@ if HAVE_NEMO:
         @classmethod
         def from_checkpoint(cls, path: str) -> "CosmosNeMoModel":
             """Rebuild a saved model from its NeMo context and load its weights."""
-            from .checkpoint import load_nemo_checkpoint, load_state_dict_checked
+            from .checkpoint import load_dit
             from .checkpoint.nemo_dist import CONTEXT_DIR, weights_dir_of
 
             weights = weights_dir_of(path)
             model = io.load_context(os.path.join(os.path.dirname(weights), CONTEXT_DIR), build=True)
-            state_dict, config = load_nemo_checkpoint(weights, model.config)
-            model.config = to_io_config(config)
-            model.configure_model()
-            load_state_dict_checked(model.module, state_dict)
+            model.module = load_dit(weights, model.config)
+            model.config = to_io_config(model.module.config)
             return model
+
+    def write_io_context(config: CosmosDiTConfig, context_dir: str) -> None:
+        """NeMo's own context file (io.json), so that NeMo's io can restore the model we saved."""
+        # what IOMixin.io_dump writes, minus its YAML side files, which need nemo_run
+        from fiddle._src.experimental import serialization
+
+        model = CosmosNeMoModel(to_io_config(config))
+        with open(os.path.join(context_dir, "io.json"), "w") as f:
+            f.write(serialization.dump_json(model.__io__))
+
+    if write_io_context not in CONTEXT_WRITERS:
+        CONTEXT_WRITERS.append(write_io_context)

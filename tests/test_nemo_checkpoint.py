@@ -157,7 +157,7 @@ def test_save_round_trips_across_process_counts(tmp_path):
     run_ranks(_save_on_ranks, 2, sd, cfg, two)
     assert sorted(os.listdir(tmp_path)) == ["saved_by_2"]  # no temporary folder left behind
     assert_same(nd.load_nemo_checkpoint(two, cfg)[0], sd)
-    assert nd.read_saved_config(two)["config"]["num_layers"] == cfg.num_layers
+    assert nd.read_saved_context(two)["config"]["num_layers"] == cfg.num_layers
 
     one = str(tmp_path / "saved_by_1")
     nd.save_nemo_checkpoint(sd, cfg, one)

@@ -16,7 +16,7 @@ from typing import Dict, List, Mapping
 import torch
 
 from ..models.config import CosmosDiTConfig
-from ..utils.errors import first_line
+from ..errors import BadInputError, MissingFileError, first_line
 
 LAYOUTS = ("diffusers", "original")
 
@@ -95,10 +95,10 @@ def to_ours(state_dict: Mapping[str, torch.Tensor], config: CosmosDiTConfig, lay
     needed = {k for srcs in mapping.values() for k in srcs}
     missing = sorted(needed - state_dict.keys())
     if missing:
-        raise KeyError(f"{layout} checkpoint lacks {len(missing)} tensor(s), first: {missing[0]!r}")
+        raise BadInputError(f"{layout} checkpoint lacks {len(missing)} tensor(s), first: {missing[0]!r}")
     unexpected = sorted(k for k in state_dict if k not in needed and not _ignored(layout, k))
     if unexpected:
-        raise KeyError(
+        raise BadInputError(
             f"{layout} checkpoint has {len(unexpected)} tensor(s) this {config.num_layers}-layer model "
             f"does not use, first: {unexpected[0]!r}"
         )
@@ -125,13 +125,13 @@ def load_state_dict_checked(model: torch.nn.Module, state_dict: Mapping[str, tor
     own = model.state_dict()
     missing = sorted(own.keys() - state_dict.keys())
     if missing:
-        raise ValueError(f"checkpoint lacks tensor {missing[0]!r} ({len(missing)} missing)")
+        raise BadInputError(f"checkpoint lacks tensor {missing[0]!r} ({len(missing)} missing)")
     extra = sorted(state_dict.keys() - own.keys())
     if extra:
-        raise ValueError(f"checkpoint has tensor {extra[0]!r} that the model does not have ({len(extra)} extra)")
+        raise BadInputError(f"checkpoint has tensor {extra[0]!r} that the model does not have ({len(extra)} extra)")
     for name, tensor in state_dict.items():
         if tuple(tensor.shape) != tuple(own[name].shape):
-            raise ValueError(
+            raise BadInputError(
                 f"tensor {name!r} has shape {list(tensor.shape)} but the model config expects {list(own[name].shape)}"
             )
     model.load_state_dict(state_dict, strict=True, assign=assign)
@@ -141,7 +141,7 @@ def load_original_model_pt(path: str | os.PathLike, config: CosmosDiTConfig) -> 
     """Read NVIDIA's model.pt (safely: weights_only, memory-mapped) and convert it to our layout."""
     path = os.fspath(path)
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"checkpoint file not found: {path}")
+        raise MissingFileError(f"checkpoint file not found: {path}")
     try:
         try:
             state_dict = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
@@ -151,9 +151,10 @@ def load_original_model_pt(path: str | os.PathLike, config: CosmosDiTConfig) -> 
             # files saved before torch's zip format cannot be memory-mapped
             state_dict = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # truncated zip, not a torch file, or a pickle asking for code
-        raise ValueError(f"cannot read {path} as a weights-only torch checkpoint: {str(e).splitlines()[0]}") from None
-    if not isinstance(state_dict, Mapping) or not any(k.startswith("net.") for k in state_dict):
-        raise ValueError(f"{path} does not hold a Cosmos network state dict (no 'net.' keys)")
+        raise BadInputError(f"cannot read {path} as a weights-only torch checkpoint: {first_line(e)}") from None
+    if not isinstance(state_dict, Mapping) or not any(isinstance(k, str) and k.startswith("net.") for k in state_dict):
+        raise BadInputError(f"{path} does not hold a Cosmos network state dict (no 'net.' keys)")
+    check_tensors({k: v for k, v in state_dict.items() if not _ignored("original", k)}, path)
     return to_ours(state_dict, config, "original")
 
 
@@ -163,8 +164,20 @@ def load_ours_safetensors(path: str | os.PathLike) -> Dict[str, torch.Tensor]:
 
     path = os.fspath(path)
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"checkpoint file not found: {path}")
+        raise MissingFileError(f"checkpoint file not found: {path}")
     try:
-        return {k: v.float() for k, v in load_file(path).items()}
-    except Exception as e:
-        raise ValueError(f"cannot read {path} as safetensors: {first_line(e)}") from None
+        state_dict = load_file(path)
+    except Exception as e:  # a truncated or oversized header, not a safetensors file
+        raise BadInputError(f"cannot read {path} as safetensors: {first_line(e)}") from None
+    check_tensors(state_dict, path)
+    return {k: v.float() for k, v in state_dict.items()}
+
+
+def check_tensors(state_dict: Mapping, where: str) -> None:
+    """BadInputError unless every value is a floating-point tensor (integer weights, or a pickled
+    number where a tensor belongs, would otherwise surface later as a confusing shape or dtype error)."""
+    for k, v in state_dict.items():
+        if not isinstance(v, torch.Tensor):
+            raise BadInputError(f"{where}: entry {k!r} is a {type(v).__name__}, not a tensor")
+        if not v.is_floating_point():
+            raise BadInputError(f"{where}: tensor {k!r} has dtype {v.dtype}; weights must be floating point")

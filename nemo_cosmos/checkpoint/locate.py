@@ -1,6 +1,7 @@
 """Find DiT weights where users keep them: a NeMo distributed checkpoint (its ``weights/`` folder,
 the folder above it, a Hugging Face snapshot's ``nemo/``, or a whole ``nemo_experiments`` tree, where
-the newest checkpoint wins), or NVIDIA's original ``model.pt`` (the file or its folder)."""
+the newest checkpoint wins), NVIDIA's original ``model.pt`` (the file or its folder), a safetensors file
+of our own, or a pipeline folder (``model_index.json``, what ``save_pretrained`` writes)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,9 @@ import os
 import re
 from typing import List, Optional, Tuple
 
-NEMO, ORIGINAL, OURS = "nemo", "original", "ours"
+from ..errors import MissingFileError
+
+NEMO, ORIGINAL, OURS, PIPELINE = "nemo", "original", "ours", "pipeline"
 _STEP = re.compile(r"step=(\d+)")
 
 
@@ -41,12 +44,16 @@ def latest_experiment_checkpoint(root: str) -> Optional[str]:
 
 
 def find_dit_checkpoint(path: str) -> Tuple[str, str]:
-    """(kind, path): (NEMO, the weights folder), (ORIGINAL, the model.pt file) or (OURS, a
-    safetensors file of our own state dict)."""
+    """(kind, path): (NEMO, the weights folder), (ORIGINAL, the model.pt file), (OURS, a
+    safetensors file of our own state dict) or (PIPELINE, a folder with model_index.json)."""
+    from ..presets import is_pipeline_folder
+
     if os.path.isfile(path):
         return (OURS if path.endswith(".safetensors") else ORIGINAL), path
     if not os.path.isdir(path):
-        raise FileNotFoundError(f"checkpoint not found: {path}")
+        raise MissingFileError(f"checkpoint not found: {path}")
+    if is_pipeline_folder(path):
+        return PIPELINE, path
     for candidate in (path, os.path.join(path, "weights"), os.path.join(path, "nemo")):
         if _is_weights_dir(candidate):
             return NEMO, candidate
@@ -55,7 +62,7 @@ def find_dit_checkpoint(path: str) -> Tuple[str, str]:
     latest = latest_experiment_checkpoint(path)
     if latest:
         return NEMO, os.path.join(latest, "weights")
-    raise FileNotFoundError(
+    raise MissingFileError(
         f"no checkpoint in {path}: expected a NeMo checkpoint (weights/metadata.json), "
         "a nemo_experiments/<name>/default/<time>/checkpoints/epoch=E-step=S folder tree, or model.pt"
     )

@@ -26,14 +26,14 @@ import os
 import pickle
 import shutil
 import tempfile
-from typing import Dict, Iterator, Mapping, Tuple
+from typing import Callable, Dict, Iterator, List, Mapping, Tuple
 
 import torch
 import torch.distributed as dist
 from torch.distributed.checkpoint.api import CheckpointException
 
 from ..models.config import CosmosDiTConfig, config_to_dict
-from ..utils.errors import first_line
+from ..errors import BadInputError, MissingFileError, first_line
 
 log = logging.getLogger("nemo_cosmos")
 
@@ -118,7 +118,7 @@ def split_adaln(layer_sd: Mapping[str, torch.Tensor], where: str) -> Dict[str, t
         block = w2[i * d3:(i + 1) * d3]
         off_diagonal = torch.cat([block[:, : i * r], block[:, (i + 1) * r:]], dim=1)
         if off_diagonal.count_nonzero():
-            raise ValueError(f"{where}: the fused AdaLN weight is not block-diagonal (trained in NeMo)")
+            raise BadInputError(f"{where}: the fused AdaLN weight is not block-diagonal (trained in NeMo)")
         out[f"{name}.linear_1.weight"] = w1[i * r:(i + 1) * r]
         out[f"{name}.linear_2.weight"] = block[:, i * r:(i + 1) * r]
     return out
@@ -236,22 +236,22 @@ def check_weights_dir(weights_dir: str) -> None:
     checkpoint: missing index, another backend, an index that asks to run code."""
     meta_json = os.path.join(weights_dir, "metadata.json")
     if not os.path.isfile(meta_json):
-        raise FileNotFoundError(f"not a distributed checkpoint (no metadata.json): {weights_dir}")
+        raise MissingFileError(f"not a distributed checkpoint (no metadata.json): {weights_dir}")
     try:
         with open(meta_json) as f:
             backend = json.load(f).get("sharded_backend")
     except (OSError, ValueError) as e:
-        raise ValueError(f"cannot read {meta_json}: {e}") from None
+        raise BadInputError(f"cannot read {meta_json}: {e}") from None
     if backend != "torch_dist":
-        raise ValueError(f"{weights_dir}: sharded backend {backend!r} is not supported (torch_dist only)")
+        raise BadInputError(f"{weights_dir}: sharded backend {backend!r} is not supported (torch_dist only)")
     index = os.path.join(weights_dir, ".metadata")
     if not os.path.isfile(index):
-        raise FileNotFoundError(f"checkpoint index missing: {index}")
+        raise MissingFileError(f"checkpoint index missing: {index}")
     try:
         with open(index, "rb") as f:
             _MetadataUnpickler(f).load()
     except Exception as e:
-        raise ValueError(f"cannot read checkpoint index {index}: {first_line(e)}") from None
+        raise BadInputError(f"cannot read checkpoint index {index}: {first_line(e)}") from None
 
 
 def read_nemo_tensors(weights_dir: str, config: CosmosDiTConfig) -> Dict[str, torch.Tensor]:
@@ -267,13 +267,13 @@ def read_nemo_tensors(weights_dir: str, config: CosmosDiTConfig) -> Dict[str, to
         model_keys = {k for k in available if k.startswith(PREFIX)}
         missing = sorted(expected.keys() - model_keys)
         if missing:
-            raise ValueError(f"{weights_dir}: checkpoint lacks tensor {missing[0]!r} ({len(missing)} missing)")
+            raise BadInputError(f"{weights_dir}: checkpoint lacks tensor {missing[0]!r} ({len(missing)} missing)")
         unknown = sorted(k for k in model_keys - expected.keys() if k[len(PREFIX):] not in _NEMO_ONLY)
         if unknown:
-            raise ValueError(f"{weights_dir}: checkpoint has tensor {unknown[0]!r} that this model does not have")
+            raise BadInputError(f"{weights_dir}: checkpoint has tensor {unknown[0]!r} that this model does not have")
         for key, shape in expected.items():
             if tuple(available[key].global_shape) != shape:
-                raise ValueError(
+                raise BadInputError(
                     f"{weights_dir}: tensor {key!r} has shape {list(available[key].global_shape)} but the "
                     f"{config.num_layers}-layer, width-{config.hidden_size} config expects {list(shape)}"
                 )
@@ -286,7 +286,7 @@ def read_nemo_tensors(weights_dir: str, config: CosmosDiTConfig) -> Dict[str, to
         try:
             loaded = dist_checkpointing.load(request, weights_dir)
         except (Exception, CheckpointException) as e:  # DCP's exception is not an Exception
-            raise ValueError(f"cannot read checkpoint {weights_dir}: {_first_line(e)}") from None
+            raise BadInputError(f"cannot read checkpoint {weights_dir}: {_first_line(e)}") from None
     return loaded
 
 
@@ -329,30 +329,39 @@ def weights_dir_of(path: str) -> str:
     sub = os.path.join(path, WEIGHTS_DIR)
     if os.path.isfile(os.path.join(sub, "metadata.json")):
         return sub
-    raise FileNotFoundError(f"no NeMo distributed checkpoint in {path} (expected metadata.json there or in {sub})")
+    raise MissingFileError(f"no NeMo distributed checkpoint in {path} (expected metadata.json there or in {sub})")
 
 
-def read_saved_config(path: str) -> dict | None:
-    """The config dict we store in ``context/`` beside ``weights/`` (None for NeMo's own checkpoints)."""
+def read_saved_context(path: str) -> dict | None:
+    """What we store in ``context/`` beside ``weights/``: {"config": the DiT config dict, "model": the
+    model it was trained from, ...}; None for checkpoints NeMo itself wrote."""
     weights_dir = weights_dir_of(path)
     f = os.path.join(os.path.dirname(weights_dir), CONTEXT_DIR, CONFIG_FILE)
     if not os.path.isfile(f):
         return None
-    with open(f) as fh:
-        return json.load(fh)
+    try:
+        with open(f, encoding="utf-8") as fh:
+            context = json.load(fh)
+    except (OSError, ValueError) as e:
+        raise BadInputError(f"cannot read {f}: {first_line(e)}") from None
+    if not isinstance(context, dict):
+        raise BadInputError(f"{f} is not a JSON object")
+    return context
 
 
-def _write_nemo_context(config: CosmosDiTConfig, context_dir: str) -> None:
-    """NeMo's own context file (io.json), when NeMo is installed, so its io can restore the model."""
-    from .. import nemo_plugin
+def nemo_tensor_shapes(path: str) -> Dict[str, Tuple[int, ...]]:
+    """{NeMo tensor name: global shape} from a checkpoint's index, without reading the weights."""
+    from megatron.core import dist_checkpointing
 
-    if nemo_plugin.HAVE_NEMO:
-        # what IOMixin.io_dump writes, minus its YAML side files, which need nemo_run
-        from fiddle._src.experimental import serialization
+    weights_dir = weights_dir_of(path)
+    check_weights_dir(weights_dir)
+    with _process_group():
+        available = dist_checkpointing.load_tensors_metadata(weights_dir)
+    return {k: tuple(v.global_shape) for k, v in available.items() if hasattr(v, "global_shape")}
 
-        model = nemo_plugin.CosmosNeMoModel(nemo_plugin.to_io_config(config))
-        with open(os.path.join(context_dir, "io.json"), "w") as f:
-            f.write(serialization.dump_json(model.__io__))
+
+CONTEXT_WRITERS: List[Callable[[CosmosDiTConfig, str], None]] = []
+"""Called with (config, context folder) on every save; nemo_plugin adds NeMo's io.json writer here."""
 
 
 def read_nemo_extras(path: str) -> Dict[str, torch.Tensor]:
@@ -409,7 +418,8 @@ def save_nemo_checkpoint(state_dict: Mapping[str, torch.Tensor], config: CosmosD
                 context = {"config": config_to_dict(config), **(extra_context or {})}
                 with open(os.path.join(tmp, CONTEXT_DIR, CONFIG_FILE), "w") as f:
                     json.dump(context, f, indent=2)
-                _write_nemo_context(config, os.path.join(tmp, CONTEXT_DIR))
+                for write in CONTEXT_WRITERS:
+                    write(config, os.path.join(tmp, CONTEXT_DIR))
                 os.replace(tmp, ckpt_dir)
         except BaseException:
             if rank == 0:

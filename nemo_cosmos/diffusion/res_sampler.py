@@ -41,9 +41,11 @@ def res_2ab_sample(
     sigma_min: float = SIGMA_MIN,
     sigma_max: float = SIGMA_MAX,
     rho: float = RHO,
-    on_step: Optional[Callable[[int], None]] = None,
+    on_step: Optional[Callable[[int, float, torch.Tensor, torch.Tensor], Optional[torch.Tensor]]] = None,
 ) -> torch.Tensor:
-    """Integrate from x_init (noise * sigma_max) to a clean sample; num_steps + 1 calls of x0_fn."""
+    """Integrate from x_init (noise * sigma_max) to a clean sample; num_steps + 1 calls of x0_fn.
+    `on_step(i, sigma, x, x0)` is called after step i with the new state and that step's x0
+    prediction; a tensor it returns replaces the state."""
     sigmas = karras_sigmas(num_steps, sigma_min, sigma_max, rho).tolist()
     in_dtype = x_init.dtype
 
@@ -67,7 +69,9 @@ def res_2ab_sample(
             x = math.exp(-dt) * x + dt * (b1 * x0 + b2 * x0_prev)
         prev = (x0, s)
         if on_step is not None:
-            on_step(i)
+            replaced = on_step(i, t, x, x0)
+            if replaced is not None:
+                x = replaced.to(x.device, torch.float64)
     return denoise(x, sigmas[-1]).to(in_dtype)
 
 

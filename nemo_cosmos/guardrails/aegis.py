@@ -14,8 +14,9 @@ from typing import Optional
 
 import torch
 
-AEGIS_BASE = "meta-llama/LlamaGuard-7b"
-AEGIS_ADAPTER = "nvidia/Aegis-AI-Content-Safety-LlamaGuard-Defensive-1.0"
+from ..errors import MissingFileError, first_line
+from ..presets import AEGIS_ADAPTER, AEGIS_BASE
+
 _POLICY_FILE = os.path.join(os.path.dirname(__file__), "aegis_policy.json")
 
 
@@ -54,11 +55,16 @@ class Aegis:
             model = AutoModelForCausalLM.from_pretrained(base, dtype=dtype)
             model = PeftModel.from_pretrained(model, adapter)
         except (OSError, ValueError) as e:
-            raise FileNotFoundError(
-                f"cannot load the Aegis guardrail ({base} + {adapter}): {str(e).splitlines()[0]}; "
+            raise MissingFileError(
+                f"cannot load the Aegis guardrail ({base} + {adapter}): {first_line(e)}; "
                 "fetch it with: python -m nemo_cosmos.recipes.download"
             ) from None
         return cls(model.to(device), tokenizer, device)
+
+    def to(self, device) -> "Aegis":
+        self.device = torch.device(device)
+        self.model.to(self.device)
+        return self
 
     @torch.no_grad()
     def blocked(self, prompt: str) -> Optional[str]:

@@ -18,6 +18,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from ..errors import BadInputError, MissingFileError, first_line
+
 MIN_SIZES = ((16, 32), (64, 128), (256, 512))
 STEPS = (8, 16, 32)
 VARIANCES = (0.1, 0.2)
@@ -190,19 +192,24 @@ class FaceBlur:
     def from_pretrained(cls, path: str, device="cpu") -> "FaceBlur":
         """``path``: Resnet50_Final.pth (a state dict, possibly under ``state_dict`` and ``module.``)."""
         if not os.path.isfile(path):
-            raise FileNotFoundError(f"face detector weights missing: {path}")
+            raise MissingFileError(f"face detector weights missing: {path}")
         try:
             sd = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as e:
-            raise ValueError(f"cannot read {path} as weights: {str(e).splitlines()[0]}") from None
+            raise BadInputError(f"cannot read {path} as weights: {first_line(e)}") from None
         sd = sd.get("state_dict", sd)
         sd = {k[len("module."):] if k.startswith("module.") else k: v for k, v in sd.items()}
         net = RetinaFace()
         missing, unexpected = net.load_state_dict(sd, strict=False)
         unexpected = [k for k in unexpected if not k.endswith("num_batches_tracked")]
         if missing or unexpected:
-            raise ValueError(f"{path} does not fit RetinaFace-ResNet50: missing {missing[:1]}, unexpected {unexpected[:1]}")
+            raise BadInputError(f"{path} does not fit RetinaFace-ResNet50: missing {missing[:1]}, unexpected {unexpected[:1]}")
         return cls(net, device)
+
+    def to(self, device) -> "FaceBlur":
+        self.device = torch.device(device)
+        self.net.to(self.device)
+        return self
 
     @torch.no_grad()
     def detect(self, frame: np.ndarray) -> List[Tuple[int, int, int, int]]:

@@ -12,9 +12,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..utils.errors import first_line
+from ..errors import BadInputError, MissingFileError, first_line
+from ..presets import SIGLIP
 
-SIGLIP = "google/siglip-so400m-patch14-384"
 CLASSES = ("Safe", "Sexual_Content", "Violence", "Drugs", "Child_Abuse", "Hate_and_Harassment", "Self-Harm")
 
 
@@ -46,20 +46,26 @@ class VideoSafetyFilter:
 
         path = os.path.join(folder, "safety_filter.pt")
         if not os.path.isfile(path):
-            raise FileNotFoundError(f"video safety classifier missing: {path}")
+            raise MissingFileError(f"video safety classifier missing: {path}")
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)["model"]
         except Exception as e:
-            raise ValueError(f"cannot read {path}: {first_line(e)}") from None
+            raise BadInputError(f"cannot read {path}: {first_line(e)}") from None
         state = {k[len("network."):]: v for k, v in state.items() if k.startswith("network.")}
         try:
             model = SiglipModel.from_pretrained(siglip, dtype=torch.float32)
             processor = AutoImageProcessor.from_pretrained(siglip)
         except (OSError, ValueError) as e:
-            raise FileNotFoundError(f"cannot load SigLIP from {siglip}: {str(e).splitlines()[0]}") from None
+            raise MissingFileError(f"cannot load SigLIP from {siglip}: {first_line(e)}") from None
         classifier = SafetyClassifier(state["layers.0.weight"].shape[1], state["layers.6.weight"].shape[0])
         classifier.load_state_dict(state)
         return cls(model, processor, classifier, device)
+
+    def to(self, device) -> "VideoSafetyFilter":
+        self.device = torch.device(device)
+        self.encoder.to(self.device)
+        self.classifier.to(self.device)
+        return self
 
     @torch.no_grad()
     def frame_classes(self, frames: np.ndarray) -> list:

@@ -1,7 +1,8 @@
 """Context parallelism for the DiT: the video token sequence is split across the ranks of a process
 group, each rank runs every layer on its share, and self-attention exchanges what it must.
 
-Applied in one place (``apply_context_parallel``), nothing else in the model knows about it:
+Applied by ``apply_context_parallel`` (from ``parallelize_dit``); the DiT's only part in it is one
+hook, ``CosmosDiT.token_sharding``, which this sets:
 * tokens: rank r holds the r-th contiguous 1/N of the T*H*W token sequence (RoPE and the extra
   position embedding are sliced to match). Self-attention is bidirectional and unmasked, so equal
   shares are equal work: no rank idles and no zig-zag reordering (Megatron's trick for causal
@@ -20,6 +21,8 @@ from typing import Optional, Tuple
 import torch
 import torch.distributed as dist
 from torch import nn
+
+from ..errors import BadInputError
 
 
 class _AllToAll(torch.autograd.Function):
@@ -92,7 +95,7 @@ class TokenSharding:
 
     def check(self, num_tokens: int) -> None:
         if num_tokens % self.size:
-            raise ValueError(
+            raise BadInputError(
                 f"context-parallel size {self.size} must divide the {num_tokens} video tokens of this latent"
             )
 
@@ -126,7 +129,7 @@ def apply_context_parallel(model: nn.Module, group) -> nn.Module:
             core.set_context_parallel_group(group, ranks, torch.cuda.Stream(), comm)
         else:
             if heads % size:
-                raise ValueError(f"context-parallel size {size} must divide the {heads} attention heads")
+                raise BadInputError(f"context-parallel size {size} must divide the {heads} attention heads")
             attn.core_attention = UlyssesAttention(core, group)
     model.token_sharding = TokenSharding(group)
     return model

@@ -39,10 +39,6 @@ def context_parallel_group():
     return parallel_state.get_context_parallel_group()
 
 
-def is_main_rank() -> bool:
-    return not dist.is_initialized() or dist.get_rank() == 0
-
-
 def shutdown() -> None:
     from megatron.core import parallel_state
 

@@ -36,7 +36,7 @@ from ..text import T5TextEncoder
 from ..tokenizer import CV8x8x8Tokenizer, check_num_frames
 from ..utils.video import write_json, write_tensor
 from .models import MODELS, hub_snapshot, model_entry
-from ..utils.errors import first_line
+from ..errors import first_line
 
 log = logging.getLogger("nemo_cosmos")
 EXIT_BAD_INPUT = 2

@@ -11,7 +11,9 @@ from typing import Iterator, List, Optional
 
 import torch
 
-T5_NAME = "google-t5/t5-11b"
+from ..errors import MissingFileError, first_line
+from ..presets import T5_NAME
+
 MAX_TOKENS = 512
 
 
@@ -31,12 +33,17 @@ class T5TextEncoder:
             model = T5EncoderModel.from_pretrained(name_or_path, cache_dir=cache_dir)
         except (OSError, ValueError) as e:
             where = name_or_path if os.path.isdir(name_or_path) else f"{name_or_path} (Hugging Face cache)"
-            raise FileNotFoundError(
-                f"cannot load the T5 text encoder from {where}: {str(e).splitlines()[0]}; "
-                f"download it with: hf download {T5_NAME} --exclude '*.h5'"
+            raise MissingFileError(
+                f"cannot load the T5 text encoder from {where}: {first_line(e)}; "
+                "download it with: python -m nemo_cosmos.recipes.download"
             ) from None
         # the reference runs T5 in float32; set the dtype after loading (transformers 5 loads "auto")
         return cls(tokenizer, model.to(device=device, dtype=dtype))
+
+    def save_pretrained(self, folder: str) -> None:
+        """The tokenizer and encoder in transformers' folder format (what from_pretrained reads)."""
+        self.tokenizer.save_pretrained(folder)
+        self.model.save_pretrained(folder)
 
     @property
     def device(self) -> torch.device:

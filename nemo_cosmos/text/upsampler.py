@@ -20,7 +20,9 @@ from typing import Dict
 
 import torch
 
-UPSAMPLER_REPO = "nvidia/Cosmos-1.0-Prompt-Upsampler-12B-Text2World"
+from ..errors import BadInputError, MissingFileError, first_line
+from ..presets import UPSAMPLER_REPO
+
 INSTRUCTION = "Upsample the short caption to a long caption: "
 MAX_WORDS = 250
 
@@ -79,22 +81,22 @@ class PromptUpsampler:
         from transformers import AutoModelForCausalLM, AutoTokenizer, MistralForCausalLM
 
         if not os.path.isdir(folder):
-            raise FileNotFoundError(f"prompt upsampler folder not found: {folder}")
+            raise MissingFileError(f"prompt upsampler folder not found: {folder}")
         try:
             tokenizer = AutoTokenizer.from_pretrained(folder)
         except (OSError, ValueError) as e:
-            raise FileNotFoundError(f"prompt upsampler tokenizer missing in {folder}: {str(e).splitlines()[0]}") from None
+            raise MissingFileError(f"prompt upsampler tokenizer missing in {folder}: {first_line(e)}") from None
         if os.path.isfile(os.path.join(folder, "config.json")):
             model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype)
         else:
             path = os.path.join(folder, "model.pt")
             if not os.path.isfile(path):
-                raise FileNotFoundError(f"prompt upsampler weights missing: {path}")
+                raise MissingFileError(f"prompt upsampler weights missing: {path}")
             config = config or mistral_nemo_12b_config()
             try:
                 raw = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
             except Exception as e:
-                raise ValueError(f"cannot read {path} as weights: {str(e).splitlines()[0]}") from None
+                raise BadInputError(f"cannot read {path} as weights: {first_line(e)}") from None
             raw = raw.get("model", raw)
             q = config.num_attention_heads * config.head_dim
             kv = config.num_key_value_heads * config.head_dim
@@ -120,9 +122,7 @@ class PromptUpsampler:
                                   pad_token_id=self.tokenizer.pad_token_id)
         return clean_text(self.tokenizer.decode(out[0][ids["input_ids"].shape[-1]:], skip_special_tokens=True))
 
-    def release(self) -> None:
-        """Free the GPU memory before the DiT needs it."""
-        self.model.to("cpu")
-        del self.model
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
+    def to(self, device) -> "PromptUpsampler":
+        self.device = torch.device(device)
+        self.model.to(self.device)
+        return self

@@ -8,6 +8,8 @@ Frames are [B, 3, T, H, W] in [-1, 1]; T = 8k + 1 (the first frame is encoded on
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import math
 import os
 from dataclasses import dataclass
@@ -17,10 +19,12 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from ..errors import BadInputError, MissingFileError, first_line
+from ..presets import TOKENIZER_REPO
 from .jit_weights import read_torchscript_weights
 
-TOKENIZER_REPO = "nvidia/Cosmos-1.0-Tokenizer-CV8x8x8"
 _HAAR = 1.0 / math.sqrt(2.0)
+WEIGHTS_FILE, CONFIG_FILE = "tokenizer.safetensors", "config.json"
 
 
 @dataclass
@@ -35,6 +39,18 @@ class TokenizerConfig:
     temporal_compression: int = 8
     pixel_chunk_frames: int = 121
     """The published tokenizer encodes 121-frame chunks independently (16 latent frames each)."""
+
+    def to_dict(self) -> dict:
+        return {f.name: list(v) if isinstance(v, tuple) else v
+                for f in dataclasses.fields(self) for v in [getattr(self, f.name)]}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TokenizerConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise BadInputError(f"unknown tokenizer config field {unknown[0]!r}")
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
 
     @property
     def latent_chunk_frames(self) -> int:
@@ -56,9 +72,9 @@ def tiny_tokenizer_config(**overrides) -> TokenizerConfig:
 
 
 def check_num_frames(cfg: TokenizerConfig, num_frames: int) -> None:
-    """ValueError unless the tokenizer can take `num_frames` frames in one chunk: 8k+1."""
+    """BadInputError unless the tokenizer can take `num_frames` frames in one chunk: 8k+1."""
     if num_frames < 1 or (num_frames - 1) % cfg.temporal_compression or num_frames > cfg.pixel_chunk_frames:
-        raise ValueError(
+        raise BadInputError(
             f"the tokenizer takes 8k+1 frames, at most {cfg.pixel_chunk_frames} (e.g. 1, 9, ..., "
             f"{cfg.pixel_chunk_frames}); got {num_frames}"
         )
@@ -342,9 +358,6 @@ class CV8x8x8Tokenizer(nn.Module):
         self.register_buffer("latent_mean", stats.clone())
         self.register_buffer("latent_std", torch.ones_like(stats))
 
-    def latent_frames(self, num_frames: int) -> int:
-        return latent_shape(self.cfg, num_frames, 0, 0)[1]
-
     def encode_raw(self, video: torch.Tensor) -> torch.Tensor:
         return self.quant_conv(self.encoder(video))
 
@@ -380,55 +393,88 @@ class CV8x8x8Tokenizer(nn.Module):
         for name, v in (("latent_mean", mean), ("latent_std", std)):
             v = v.reshape(c, -1)
             if v.shape[1] < n:
-                raise ValueError(f"mean_std.pt holds {v.shape[1]} frames of statistics; need {n}")
+                raise BadInputError(f"mean_std.pt holds {v.shape[1]} frames of statistics; need {n}")
             getattr(self, name).copy_(v[:, :n].reshape(1, c, n, 1, 1))
 
-    def save_safetensors(self, path: str | os.PathLike) -> None:
-        """Our own format: every tensor (latent statistics included) in one safetensors file."""
+    def save_pretrained(self, directory: str | os.PathLike) -> None:
+        """Our own format: ``tokenizer.safetensors`` (every tensor, latent statistics included) and
+        ``config.json`` (the architecture), which from_pretrained reads back."""
         from safetensors.torch import save_file
 
-        save_file({k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}, os.fspath(path))
+        directory = os.fspath(directory)
+        os.makedirs(directory, exist_ok=True)
+        save_file({k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()},
+                  os.path.join(directory, WEIGHTS_FILE))
+        with open(os.path.join(directory, CONFIG_FILE), "w") as f:
+            json.dump(self.cfg.to_dict(), f, indent=2)
 
     @classmethod
-    def from_pretrained(
-        cls, directory: str | os.PathLike, cfg: TokenizerConfig = TokenizerConfig(), dtype: torch.dtype = torch.bfloat16
-    ) -> "CV8x8x8Tokenizer":
-        """Load the published folder: mean_std.pt plus autoencoder.jit, or encoder.jit + decoder.jit.
-        TorchScript files are read as data only (no TorchScript or pickle code runs)."""
+    def from_pretrained(cls, directory: str | os.PathLike, cfg: Optional[TokenizerConfig] = None,
+                        dtype: torch.dtype = torch.bfloat16) -> "CV8x8x8Tokenizer":
+        """Load a tokenizer folder: ours (tokenizer.safetensors + config.json, see save_pretrained),
+        or the published one (mean_std.pt plus autoencoder.jit, or encoder.jit + decoder.jit; read
+        as data only: no TorchScript or pickle code runs). The architecture is the folder's
+        config.json, else `cfg`, else the published CV8x8x8's."""
         directory = os.fspath(directory)
-        ours = os.path.join(directory, "tokenizer.safetensors")
-        if os.path.isfile(ours):  # written by save_safetensors
+        if not os.path.isdir(directory):
+            raise MissingFileError(f"tokenizer folder not found: {directory}")
+        config_file = os.path.join(directory, CONFIG_FILE)
+        if os.path.isfile(config_file):
+            try:
+                with open(config_file, encoding="utf-8") as f:
+                    cfg = TokenizerConfig.from_dict(json.load(f))
+            except (OSError, ValueError, TypeError) as e:
+                raise BadInputError(f"cannot read {config_file}: {first_line(e)}") from None
+        cfg = cfg if cfg is not None else TokenizerConfig()
+        ours = os.path.join(directory, WEIGHTS_FILE)
+        if os.path.isfile(ours):
             from safetensors.torch import load_file
 
             model = cls(cfg)
-            model.load_state_dict(load_file(ours), strict=True)
+            try:
+                weights = load_file(ours)
+            except Exception as e:  # truncated or not safetensors
+                raise BadInputError(f"cannot read {ours} as safetensors: {first_line(e)}") from None
+            _check_fits(model, weights, directory, required=model.state_dict().keys())
+            model.load_state_dict(weights, strict=True)
             return model.to(dtype).eval()
-        hint = f"download it with: hf download {TOKENIZER_REPO} --local-dir {directory}"
+        hint = f"download it with: python -m nemo_cosmos.recipes.download (it fetches {TOKENIZER_REPO})"
         jits = ["autoencoder.jit"] if os.path.isfile(os.path.join(directory, "autoencoder.jit")) else ["encoder.jit", "decoder.jit"]
         for name in jits + ["mean_std.pt"]:
             if not os.path.isfile(os.path.join(directory, name)):
-                raise FileNotFoundError(f"tokenizer file missing: {os.path.join(directory, name)}; {hint}")
+                raise MissingFileError(f"tokenizer file missing: {os.path.join(directory, name)}; {hint}")
         weights = {}
         for name in jits:
             weights.update(read_torchscript_weights(os.path.join(directory, name)))
         model = cls(cfg)
         own = model.state_dict()
         weights = {k: v for k, v in weights.items() if k in own or not _is_buffer_name(k)}
-        missing = sorted(k for k in own if k not in weights and not k.startswith("latent_"))
-        unexpected = sorted(k for k in weights if k not in own)
-        if missing or unexpected:
-            what = f"lacks {missing[0]!r}" if missing else f"has unexpected {unexpected[0]!r}"
-            raise ValueError(f"tokenizer weights in {directory} do not fit CV8x8x8: the file {what}")
-        for k, v in weights.items():
-            if v.shape != own[k].shape:
-                raise ValueError(f"tokenizer tensor {k!r} has shape {list(v.shape)}, expected {list(own[k].shape)}")
+        _check_fits(model, weights, directory, required=[k for k in own if not k.startswith("latent_")])
         model.load_state_dict(weights, strict=False)
+        stats = os.path.join(directory, "mean_std.pt")
         try:
-            mean, std = torch.load(os.path.join(directory, "mean_std.pt"), map_location="cpu", weights_only=True)
+            mean, std = torch.load(stats, map_location="cpu", weights_only=True)
+            if not (isinstance(mean, torch.Tensor) and isinstance(std, torch.Tensor)):
+                raise TypeError("expected two tensors")
+            model.set_latent_stats(mean.float(), std.float())
+        except BadInputError:
+            raise
         except Exception as e:
-            raise ValueError(f"cannot read {os.path.join(directory, 'mean_std.pt')} as a (mean, std) pair: {e}") from None
-        model.set_latent_stats(mean.float(), std.float())
+            raise BadInputError(f"cannot read {stats} as a (mean, std) pair of tensors: {first_line(e)}") from None
         return model.to(dtype).eval()
+
+
+def _check_fits(model: nn.Module, weights: dict, directory: str, required) -> None:
+    own = model.state_dict()
+    missing = sorted(k for k in required if k not in weights)
+    unexpected = sorted(k for k in weights if k not in own)
+    if missing or unexpected:
+        what = f"lacks {missing[0]!r}" if missing else f"has unexpected {unexpected[0]!r}"
+        raise BadInputError(f"tokenizer weights in {directory} do not fit this CV8x8x8 config: the file {what}")
+    for k, v in weights.items():
+        if v.shape != own[k].shape:
+            raise BadInputError(f"tokenizer tensor {k!r} in {directory} has shape {list(v.shape)}, "
+                                f"expected {list(own[k].shape)}")
 
 
 def _is_buffer_name(key: str) -> bool:

@@ -1,10 +1,11 @@
 from .checkpoint_io import CosmosDDPStrategy, CosmosSingleDeviceStrategy, NeMoCheckpointIO
 from .config import RECIPES, PostTrainConfig, recipe
-from .data import CachedVideoDataModule, CachedVideoDataset, StepSampler
-from .module import CosmosDiffusionModule, apply_activation_checkpointing
+from .data import CachedVideoDataModule, CachedVideoDataset, StepSampler, write_sample
+from .module import CosmosDiffusionModule
+from .run import build, train
 
 __all__ = [
     "RECIPES", "CachedVideoDataModule", "CachedVideoDataset", "CosmosDDPStrategy", "CosmosDiffusionModule",
-    "CosmosSingleDeviceStrategy", "NeMoCheckpointIO", "PostTrainConfig", "StepSampler",
-    "apply_activation_checkpointing", "recipe",
+    "CosmosSingleDeviceStrategy", "NeMoCheckpointIO", "PostTrainConfig", "StepSampler", "build", "recipe", "train",
+    "write_sample",
 ]

@@ -27,7 +27,7 @@ from ..checkpoint import load_nemo_checkpoint, save_nemo_checkpoint
 from ..checkpoint.nemo_dist import read_nemo_extras
 from ..diffusion import LogVarHead
 from ..models.config import CosmosDiTConfig
-from ..utils.errors import first_line
+from ..errors import BadInputError, MissingFileError, first_line
 
 TRAIN_STATE = "train_state"
 _DIT, _LOGVAR = "dit.", "logvar."
@@ -71,11 +71,15 @@ def checkpoint_folder(path) -> str:
 
 
 class NeMoCheckpointIO(CheckpointIO):
-    def __init__(self, config: CosmosDiTConfig):
-        self.config = config
+    """`config`: the DiT's (stored with the weights); `model`: the model the run trains (recorded in
+    the context, so inference finds its tokenizer, text encoder and defaults without --model)."""
+
+    def __init__(self, config: CosmosDiTConfig, model: Optional[str] = None):
+        self.config, self.model = config, model
+        from .. import nemo_plugin  # noqa: F401  (with NeMo installed, saves also write NeMo's io.json)
 
     def save_checkpoint(self, checkpoint: Dict[str, Any], path, storage_options: Optional[Any] = None) -> None:
-        """Called on every rank (see checkpoint_strategy): the weights are written collectively."""
+        """Called on every rank (the strategies' _CollectiveSave): the weights are written collectively."""
         import torch.distributed as dist
 
         final = checkpoint_folder(path)
@@ -91,7 +95,7 @@ class NeMoCheckpointIO(CheckpointIO):
         try:
             staged = os.path.join(tmp, "ckpt") if tmp else os.path.join(parent, ".unused")
             save_nemo_checkpoint({k: v.to(self.config.params_dtype) for k, v in dit.items()}, self.config,
-                                 staged, extras=extras)
+                                 staged, extra_context={"model": self.model}, extras=extras)
             if rank != 0:
                 return
             rest = {k: v for k, v in checkpoint.items() if k != "state_dict"}
@@ -112,13 +116,13 @@ class NeMoCheckpointIO(CheckpointIO):
         folder = checkpoint_folder(path)
         train_state = os.path.join(folder, TRAIN_STATE)
         if not os.path.isfile(os.path.join(train_state, "state.json")):
-            raise FileNotFoundError(f"{folder} has no {TRAIN_STATE}/ to resume from (weights-only checkpoint?)")
+            raise MissingFileError(f"{folder} has no {TRAIN_STATE}/ to resume from (weights-only checkpoint?)")
         try:
             tensors = load_file(os.path.join(train_state, "tensors.safetensors"))
             with open(os.path.join(train_state, "state.json")) as f:
                 checkpoint = _decode(json.load(f), tensors)
         except Exception as e:
-            raise ValueError(f"cannot read {train_state}: {first_line(e)}") from None
+            raise BadInputError(f"cannot read {train_state}: {first_line(e)}") from None
         master = checkpoint.pop("master_weights", None)
         if master is not None:
             checkpoint["state_dict"] = master

@@ -16,9 +16,11 @@ from typing import List, Optional
 @dataclass
 class ModelSection:
     name: str = "Cosmos-1.0-Diffusion-7B-Text2World"
+    """A model name (see nemo_cosmos/presets.py); may be "" when init_from records its model."""
     init_from: str = ""
-    """Base weights: "" = the published checkpoint in the Hugging Face cache; a path (NeMo
-    checkpoint, nemo_experiments tree, model.pt); or "none" to start from random weights."""
+    """Base weights: "" = the published checkpoint of `name` (Hugging Face cache); a path (NeMo
+    checkpoint, nemo_experiments tree, model.pt, our .safetensors, a pipeline folder); or "none" to
+    start from random weights (drawn from diffusion.seed)."""
     activation_checkpointing: bool = True
 
 
@@ -93,9 +95,10 @@ def cosmos_diffusion_14b_text2world_finetune() -> PostTrainConfig:
 
 
 def cosmos_tiny_text2world_finetune() -> PostTrainConfig:
-    """The toy-width model on a CPU: random start, float32, a larger learning rate."""
+    """A small model of your own on a CPU (set model.init_from to its checkpoint or pipeline folder):
+    float32, a larger learning rate, a few steps."""
     cfg = PostTrainConfig()
-    cfg.model = ModelSection(name="cosmos-tiny", init_from="none", activation_checkpointing=False)
+    cfg.model = ModelSection(name="", init_from="", activation_checkpointing=False)
     cfg.data.num_workers = 0
     cfg.optim.lr = 1e-3
     cfg.trainer = TrainerSection(max_steps=20, accelerator="cpu", precision="32", checkpoint_every_n_steps=10)

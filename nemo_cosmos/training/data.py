@@ -1,6 +1,7 @@
-"""The post-training dataset that ``recipes.prepare_data`` writes (NVIDIA's cached layout), and a
-sampler that makes the sample order a function of the training step, so a resumed run sees
-exactly the batches the interrupted one would have seen."""
+"""The post-training dataset (NVIDIA's cached layout): its writer (``write_sample``, used by
+``recipes.prepare_data`` and the demo trainer), its reader, and a sampler that makes the sample order
+a function of the training step, so a resumed run sees exactly the batches the interrupted one would
+have seen."""
 
 from __future__ import annotations
 
@@ -14,7 +15,27 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from ..diffusion import SIGMA_DATA
-from ..utils.errors import first_line
+from ..errors import BadInputError, MissingFileError, first_line
+
+LATENT, TEXT, TEXT_MASK, INFO = ".video_latent.pth", ".t5_text_embeddings.pth", ".t5_text_mask.pth", ".info.json"
+
+
+def write_sample(base: str, latent: torch.Tensor, text: torch.Tensor, info: dict) -> None:
+    """One sample at `base` (a path without suffix): the normalised tokenizer latent [16, T', H', W']
+    (not yet x sigma_data), the T5 embedding [512, D] and its mask, then info.json, written last: it
+    marks the sample complete."""
+    from ..utils.io import write_json, write_tensor
+
+    write_tensor(base + LATENT, latent)
+    write_tensor(base + TEXT, text)
+    write_tensor(base + TEXT_MASK, torch.ones(text.shape[0], dtype=text.dtype))
+    write_json(base + INFO, info)
+
+
+def sample_ids(path: str) -> list:
+    """The complete samples in a dataset folder, in order."""
+    ids = [os.path.basename(f)[: -len(INFO)] for f in glob.glob(os.path.join(path, "*" + INFO))]
+    return sorted(ids, key=lambda s: (len(s), s))
 
 
 class CachedVideoDataset(Dataset):
@@ -23,31 +44,39 @@ class CachedVideoDataset(Dataset):
 
     def __init__(self, path: str):
         if not os.path.isdir(path):
-            raise FileNotFoundError(f"dataset folder not found: {path}")
-        ids = [os.path.basename(f)[: -len(".info.json")] for f in glob.glob(os.path.join(path, "*.info.json"))]
-        self.ids = sorted(ids, key=lambda s: (len(s), s))
+            raise MissingFileError(f"dataset folder not found: {path}")
+        self.ids = sample_ids(path)
         if not self.ids:
-            raise FileNotFoundError(f"no prepared samples (*.info.json) in {path}; run recipes.prepare_data first")
+            raise MissingFileError(f"no prepared samples (*{INFO}) in {path}; run recipes.prepare_data first")
         self.path = path
 
     def __len__(self) -> int:
         return len(self.ids)
 
-    def _load(self, i: int, name: str) -> torch.Tensor:
-        f = os.path.join(self.path, f"{self.ids[i]}.{name}.pth")
+    def _load(self, i: int, suffix: str) -> torch.Tensor:
+        f = os.path.join(self.path, self.ids[i] + suffix)
         try:
-            return torch.load(f, map_location="cpu", weights_only=True)
+            t = torch.load(f, map_location="cpu", weights_only=True)
         except Exception as e:
-            raise ValueError(f"cannot read {f}: {first_line(e)}") from None
+            raise BadInputError(f"cannot read {f}: {first_line(e)}") from None
+        if not isinstance(t, torch.Tensor):
+            raise BadInputError(f"{f} does not hold a tensor")
+        return t
+
+    def info(self, i: int) -> dict:
+        f = os.path.join(self.path, self.ids[i] + INFO)
+        try:
+            with open(f, encoding="utf-8") as fh:
+                return json.load(fh)
+        except (OSError, ValueError) as e:
+            raise BadInputError(f"cannot read {f}: {first_line(e)}") from None
 
     def __getitem__(self, i: int) -> Dict[str, torch.Tensor]:
-        with open(os.path.join(self.path, f"{self.ids[i]}.info.json")) as f:
-            info = json.load(f)
         return {
             # the DiT works on sigma_data-scaled latents (the tokenizer's output is unit variance)
-            "x0": self._load(i, "video_latent").float() * SIGMA_DATA,
-            "text": self._load(i, "t5_text_embeddings").float(),
-            "fps": torch.tensor(float(info.get("fps", 24.0))),
+            "x0": self._load(i, LATENT).float() * SIGMA_DATA,
+            "text": self._load(i, TEXT).float(),
+            "fps": torch.tensor(float(self.info(i).get("fps", 24.0))),
         }
 
 

@@ -2,10 +2,13 @@
 
 Usable from any Lightning (or NeMo-style) training script:
 
-    module = CosmosDiffusionModule(cosmos_7b_config(), lr=1e-6)
-    module.load_base_weights("nemo_experiments/.../weights")   # or a model.pt, or the HF snapshot
-    trainer = lightning.Trainer(..., plugins=[NeMoCheckpointIO()], strategy=checkpoint_strategy(...))
-    trainer.fit(module, datamodule=CachedVideoDataModule(path, max_steps=1000))
+    module = CosmosDiffusionModule(cosmos_7b_config(), lr=1e-6, init_from="nemo_experiments/...")
+    trainer = lightning.Trainer(..., plugins=[NeMoCheckpointIO(config, model="...")],
+                                strategy=CosmosSingleDeviceStrategy(device))
+    trainer.fit(module, datamodule=CachedVideoDataModule(path))
+
+(``nemo_cosmos.training.build`` assembles exactly this from a recipe; examples/nemo_style_training.py
+does it by hand.)
 """
 
 from __future__ import annotations
@@ -16,23 +19,15 @@ from typing import Dict, Optional, Tuple
 
 import lightning.pytorch as pl
 import torch
-from torch.utils.checkpoint import checkpoint
 
-from ..checkpoint import find_dit_checkpoint, load_nemo_checkpoint, load_original_model_pt, load_state_dict_checked
+from ..checkpoint import inspect_checkpoint, load_dit
 from ..checkpoint.locate import NEMO
 from ..checkpoint.nemo_dist import read_nemo_extras
 from ..diffusion import SIGMA_DATA, LogVarHead, edm_loss, training_sigma
+from ..errors import BadInputError
 from ..models import CosmosDiT
 from ..models.config import CosmosDiTConfig
-
-
-
-def apply_activation_checkpointing(model: CosmosDiT) -> None:
-    """Recompute each transformer layer in the backward pass instead of keeping its activations
-    (Megatron's "full" recompute). The layers keep their names: checkpoints are unchanged."""
-    for layer in model.layers:
-        forward = layer.forward
-        layer.forward = lambda *args, _f=forward: checkpoint(_f, *args, use_reentrant=False)
+from ..parallel import parallelize_dit
 
 
 class CosmosDiffusionModule(pl.LightningModule):
@@ -49,40 +44,43 @@ class CosmosDiffusionModule(pl.LightningModule):
         loss_add_logvar: bool = True,
         activation_checkpointing: bool = False,
         seed: int = 1234,
+        init_from: Optional[str] = None,
     ):
+        """`init_from`: base weights (any checkpoint layout load_dit reads); None starts from random
+        weights drawn from `seed`."""
         super().__init__()
         self.config = config  # what checkpoints record (and store the weights in)
         # float32 parameters: Lightning's bf16-mixed precision computes in bf16 under autocast while
         # the optimizer updates float32 weights, as Megatron's float32 main parameters do
-        self.dit = CosmosDiT(dataclasses.replace(config, params_dtype=torch.float32, bf16=False))
         self.logvar = LogVarHead() if loss_add_logvar else None
-        if activation_checkpointing:
-            apply_activation_checkpointing(self.dit)
+        if init_from:
+            self.dit = self._load_base(init_from)
+        else:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(seed)  # from-scratch runs start from the same weights every time
+                self.dit = CosmosDiT(dataclasses.replace(config, params_dtype=torch.float32, bf16=False))
+        parallelize_dit(self.dit, activation_checkpointing=activation_checkpointing)
         self.lr, self.weight_decay, self.betas, self.eps = lr, weight_decay, tuple(betas), eps
         self.text_dropout, self.p_mean, self.p_std, self.seed = text_dropout, p_mean, p_std, seed
         self._t_last: Optional[float] = None
 
     # -- weights -------------------------------------------------------------------------------
-    def load_base_weights(self, path: str) -> None:
-        """Start from a NeMo checkpoint (and its trained log-variance head) or a model.pt."""
-        kind, found = find_dit_checkpoint(path)
-        if kind == NEMO:
-            state_dict, config = load_nemo_checkpoint(found, self.config)
-            if config.adaln_fused != self.config.adaln_fused:
-                raise ValueError(f"{found} has NeMo's fused AdaLN: build the module with adaln_fused=True")
-            extras = read_nemo_extras(found)
-            if self.logvar is not None and all(n in extras for n in LogVarHead.NEMO_NAMES.values()):
+    def _load_base(self, path: str) -> CosmosDiT:
+        """The DiT from a checkpoint (float32), and a NeMo checkpoint's trained log-variance head."""
+        info = inspect_checkpoint(path)
+        dit = load_dit(info, self.config, dtype=torch.float32)
+        c = dit.config
+        if (c.num_layers, c.hidden_size) != (self.config.num_layers, self.config.hidden_size):
+            raise BadInputError(
+                f"{info.path} holds a {c.num_layers}-layer, width-{c.hidden_size} DiT; this run's model is "
+                f"{self.config.num_layers} layers of width {self.config.hidden_size}")
+        # a NeMo-trained checkpoint may need the fused AdaLN: train (and save) in its form
+        self.config = dataclasses.replace(self.config, adaln_fused=c.adaln_fused)
+        if info.kind == NEMO and self.logvar is not None:
+            extras = read_nemo_extras(info.path)
+            if all(n in extras for n in LogVarHead.NEMO_NAMES.values()):
                 self.logvar.load_state_dict({ours: extras[theirs] for ours, theirs in LogVarHead.NEMO_NAMES.items()})
-        else:
-            state_dict = load_original_model_pt(found, self.config)
-        load_state_dict_checked(self.dit, {k: v.float() for k, v in state_dict.items()})
-
-    def nemo_extras(self) -> Dict[str, torch.Tensor]:
-        """The log-variance head under NeMo's names, saved beside the network."""
-        if self.logvar is None:
-            return {}
-        sd = self.logvar.state_dict()
-        return {theirs: sd[ours] for ours, theirs in LogVarHead.NEMO_NAMES.items()}
+        return dit
 
     # -- training ------------------------------------------------------------------------------
     def _generator(self) -> torch.Generator:
