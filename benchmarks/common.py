@@ -20,17 +20,22 @@ def fill_random_(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
 
 def timed(fn, runs):
     """Median seconds, and the peak memory the calls allocate beyond what was held before them
-    (both models' weights share the GPU here, so whole-process peaks would mix them up)."""
+    (both models' weights share the GPU here, so whole-process peaks would mix them up). Without a
+    GPU (the scripts' CPU smoke runs) the peak is None."""
+    cuda = torch.cuda.is_available()
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
     fn()  # warm-up (and compilation)
-    torch.cuda.synchronize()
-    torch.cuda.reset_peak_memory_stats()
-    held = torch.cuda.memory_allocated()
+    sync()
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
+        held = torch.cuda.memory_allocated()
     times, out = [], None
     for _ in range(runs):
         out = None  # the previous call's output is not part of the next call's peak
-        torch.cuda.synchronize()
+        sync()
         t0 = time.perf_counter()
         out = fn()
-        torch.cuda.synchronize()
+        sync()
         times.append(time.perf_counter() - t0)
-    return out, statistics.median(times), (torch.cuda.max_memory_allocated() - held) / 2**30
+    peak = (torch.cuda.max_memory_allocated() - held) / 2**30 if cuda else None
+    return out, statistics.median(times), peak

@@ -5,6 +5,9 @@
 Prints, per model: median time and peak GPU memory of each implementation, the relative difference
 of the outputs (ours with float32 RoPE angles, as diffusers computes them, and with the reference's
 bf16 angles), and, on a quarter-size latent, each bf16 output's error against a float32 forward.
+With --fp8 (after the bf16 runs): ours with FP8 projections, then with cuDNN's FP8 self-attention
+too (what --fp8 does; needs nvidia-cudnn-frontend), then that once more with the FP8 matmuls
+accumulating in float32; each against compiled diffusers under --compile.
 The last line is the speed ratio diffusers / ours. Weights are random (the published ones cannot
 be downloaded here); the arithmetic is the same.
 """
@@ -61,6 +64,14 @@ def set_attention_backend(model, backend: str) -> None:
     for layer in model.layers:
         layer.self_attention.core_attention.backend = backend
         layer.cross_attention.core_attention.backend = backend
+
+
+def set_fast_accum(model, on: bool) -> None:
+    from nemo_cosmos.models.fp8 import FP8Linear
+
+    for m in model.modules():
+        if isinstance(m, FP8Linear):
+            m.fast_accum = on
 
 
 def bench(name: str, runs: int, compile_: bool, attention=(), fp8: bool = False, fp32_check: bool = True) -> dict:
@@ -123,19 +134,28 @@ def bench(name: str, runs: int, compile_: bool, attention=(), fp8: bool = False,
             res["best_attention_backend"] = best
 
         if fp8:
-            from nemo_cosmos.models.fp8 import apply_fp8, enable_fp8_attention, fp8_attention
+            from nemo_cosmos.models import fp8_attention
+            from nemo_cosmos.models.fp8 import apply_fp8, enable_fp8_attention
 
-            apply_fp8(ours, attention=False)
+            apply_fp8(ours, attention=False)  # FP8 projections, bf16 attention
             y_8, res["ours_fp8_s"], res["ours_fp8_activation_peak_gib"] = timed(run_ours, runs)
             res["ours_fp8_weights_gib"] = weights_gib(ours) + sum(
                 b.numel() * b.element_size() for b in ours.buffers()) / 2**30
             res["reldiff_ours_fp8_vs_bf16"] = rel(y_8, y_ours)
             res["reldiff_ours_fp8_vs_diffusers"] = rel(y_8, y_theirs)
-            if fp8_attention.available():  # and the self-attention in FP8 too (what --fp8 does)
+            reason = fp8_attention.unavailable_reason()
+            if reason is None:  # and self-attention through cuDNN's FP8 kernel too (what --fp8 does)
                 enable_fp8_attention(ours)
                 y_a, res["ours_fp8_attention_s"], res["ours_fp8_attention_activation_peak_gib"] = timed(run_ours, runs)
                 res["reldiff_ours_fp8_attention_vs_bf16"] = rel(y_a, y_ours)
                 res["reldiff_ours_fp8_attention_vs_diffusers"] = rel(y_a, y_theirs)
+                # the same with the matmuls accumulating in float32 (FP8Linear(fast_accum=False))
+                set_fast_accum(ours, False)
+                y_f, res["ours_fp8_attention_fp32_accum_s"], _ = timed(run_ours, runs)
+                res["reldiff_ours_fp8_attention_fp32_accum_vs_bf16"] = rel(y_f, y_ours)
+                set_fast_accum(ours, True)
+            else:
+                res["fp8_attention_unavailable"] = reason
             if not fp32_check:
                 res["speedup_eager"] = res["diffusers_s"] / res["ours_s"]
                 return res
@@ -169,7 +189,8 @@ def main() -> None:
     ap.add_argument("--compile", action="store_true", help="also time per-layer torch.compile of both")
     ap.add_argument("--attention", nargs="*", default=[], choices=["flash", "cudnn"],
                     help="also time ours (compiled) with these SDPA kernels")
-    ap.add_argument("--fp8", action="store_true", help="also time ours with FP8 projections (after the bf16 runs)")
+    ap.add_argument("--fp8", action="store_true",
+                    help="also time ours with FP8 projections, then with cuDNN FP8 self-attention too (after the bf16 runs)")
     ap.add_argument("--no_fp32_check", action="store_true", help="skip the float32 reference forward")
     ap.add_argument("--json", help="write the results here")
     args = ap.parse_args()
@@ -194,11 +215,16 @@ def main() -> None:
             best = r.get("best_attention_backend", "auto")
             t = r["ours_compiled_s" if best == "auto" else f"ours_compiled_{best}_s"]
             line += f"; ours compiled with {best} attention {t:.3f} s: {r['diffusers_compiled_s'] / t:.3f}x compiled diffusers, {r['diffusers_s'] / t:.3f}x eager diffusers"
+        peer = "compiled" if "diffusers_compiled_s" in r else "eager"
+        peer_s = r.get("diffusers_compiled_s", r["diffusers_s"])
         if "ours_fp8_s" in r:
-            line += f"; ours FP8 {r['ours_fp8_s']:.3f} s ({r['diffusers_compiled_s'] / r['ours_fp8_s']:.3f}x compiled diffusers)"
+            line += f"; ours FP8 projections {r['ours_fp8_s']:.3f} s ({peer_s / r['ours_fp8_s']:.3f}x {peer} diffusers)"
         if "ours_fp8_attention_s" in r:
-            line += (f"; ours FP8 with FP8 attention {r['ours_fp8_attention_s']:.3f} s "
-                     f"({r['diffusers_compiled_s'] / r['ours_fp8_attention_s']:.3f}x compiled diffusers)")
+            line += (f"; ours FP8 projections + cuDNN FP8 attention {r['ours_fp8_attention_s']:.3f} s "
+                     f"({peer_s / r['ours_fp8_attention_s']:.3f}x {peer} diffusers; "
+                     f"{r['ours_fp8_attention_fp32_accum_s']:.3f} s with float32 accumulation)")
+        elif "fp8_attention_unavailable" in r:
+            line += f"; no FP8 attention: {r['fp8_attention_unavailable']}"
         print(line)
 
 

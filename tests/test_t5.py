@@ -25,3 +25,28 @@ def test_padding_positions_are_zero_and_prompt_positions_match_unpadded(tmp_path
 def test_missing_model_names_the_download(tmp_path):
     with pytest.raises(FileNotFoundError, match="cannot load the T5 text encoder from .*hf download google-t5/t5-11b"):
         T5TextEncoder.from_pretrained(str(tmp_path / "nothing"))
+
+
+def _hidden(model, enc, prompts):
+    batch = enc.tokenizer(prompts, truncation=True, padding="max_length", max_length=512, return_tensors="pt")
+    with torch.no_grad():
+        out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
+    return out * batch["attention_mask"][..., None]
+
+
+def test_attention_is_eager_as_in_the_references_transformers(tmp_path):
+    """NVIDIA pins transformers 4.48, whose T5 attention is eager; transformers 5 defaults to SDPA,
+    which rounds differently. Loaded or handed in, the encoder runs eager, bit for bit."""
+    from transformers import T5EncoderModel
+
+    make_tiny_t5(tmp_path)
+    prompts = ["a red cube moves left", "the robot"]
+    enc = T5TextEncoder.from_pretrained(str(tmp_path))
+    assert enc.model.config._attn_implementation == "eager"
+    eager = _hidden(T5EncoderModel.from_pretrained(str(tmp_path), attn_implementation="eager"), enc, prompts)
+    sdpa_model = T5EncoderModel.from_pretrained(str(tmp_path), attn_implementation="sdpa")
+    sdpa = _hidden(sdpa_model, enc, prompts)
+    assert not torch.equal(sdpa, eager)  # the two kernels really differ on this input
+    assert torch.equal(enc.encode(prompts), eager)
+    handed_in = T5TextEncoder(enc.tokenizer, sdpa_model)
+    assert torch.equal(handed_in.encode(prompts), eager)

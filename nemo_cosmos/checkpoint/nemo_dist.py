@@ -1,8 +1,9 @@
 """NeMo distributed checkpoints of the Cosmos DiT: read and write them with
-``megatron.core.dist_checkpointing`` (torch_dist backend).
+``megatron.core.dist_checkpointing`` (torch_dist backend); read Megatron's older zarr backend too
+(``nemo_zarr``), through the same names and checks.
 
 A NeMo 2 checkpoint folder holds ``weights/`` (``metadata.json``, ``.metadata``, ``*.distcp`` shards,
-``common.pt``) and ``context/``. Tensor names are those of NeMo's Cosmos DiT
+``common.pt``; or, zarr, one folder per tensor) and ``context/``. Tensor names are those of NeMo's Cosmos DiT
 (``DiTCrossAttentionModel7B/14B`` on Megatron-Core's ``DiTLayerWithAdaLN``) under NeMo's
 ``module.`` prefix. Megatron stores the transformer layers stacked: ``module.decoder.layers.<name>``
 has a leading axis of length num_layers, sharded however the saving run was parallelised; we always
@@ -34,6 +35,7 @@ from torch.distributed.checkpoint.api import CheckpointException
 
 from ..models.config import CosmosDiTConfig, config_to_dict
 from ..errors import BadInputError, MissingFileError, first_line
+from . import nemo_zarr
 
 log = logging.getLogger("nemo_cosmos")
 
@@ -41,6 +43,7 @@ PREFIX = "module."
 LAYERS = PREFIX + "decoder.layers."
 WEIGHTS_DIR, CONTEXT_DIR = "weights", "context"
 CONFIG_FILE = "nemo_cosmos.json"
+TORCH_DIST, ZARR = "torch_dist", "zarr"  # Megatron's sharded backends, as metadata.json names them
 
 _GLOBAL_KEYS = {
     "patch_embed.weight": "x_embedder.proj.1.weight",
@@ -231,19 +234,22 @@ class _MetadataUnpickler(pickle.Unpickler):
         raise pickle.UnpicklingError(f"refusing to load {module}.{name}")
 
 
-def check_weights_dir(weights_dir: str) -> None:
-    """A ValueError/FileNotFoundError naming the file when the folder is not a readable torch_dist
-    checkpoint: missing index, another backend, an index that asks to run code."""
+def check_weights_dir(weights_dir: str) -> str:
+    """The folder's sharded backend (TORCH_DIST or ZARR); a ValueError/FileNotFoundError naming the
+    file when it is not a readable checkpoint: missing metadata, another backend, a torch_dist index
+    that asks to run code."""
     meta_json = os.path.join(weights_dir, "metadata.json")
     if not os.path.isfile(meta_json):
         raise MissingFileError(f"not a distributed checkpoint (no metadata.json): {weights_dir}")
     try:
         with open(meta_json) as f:
             backend = json.load(f).get("sharded_backend")
-    except (OSError, ValueError) as e:
-        raise BadInputError(f"cannot read {meta_json}: {e}") from None
-    if backend != "torch_dist":
-        raise BadInputError(f"{weights_dir}: sharded backend {backend!r} is not supported (torch_dist only)")
+    except (OSError, ValueError, AttributeError) as e:
+        raise BadInputError(f"cannot read {meta_json}: {first_line(e)}") from None
+    if backend == ZARR:
+        return ZARR  # its tensors are checked as they are opened; nothing pickled is read
+    if backend != TORCH_DIST:
+        raise BadInputError(f"{weights_dir}: sharded backend {backend!r} is not supported (torch_dist or zarr)")
     index = os.path.join(weights_dir, ".metadata")
     if not os.path.isfile(index):
         raise MissingFileError(f"checkpoint index missing: {index}")
@@ -252,6 +258,27 @@ def check_weights_dir(weights_dir: str) -> None:
             _MetadataUnpickler(f).load()
     except Exception as e:
         raise BadInputError(f"cannot read checkpoint index {index}: {first_line(e)}") from None
+    return TORCH_DIST
+
+
+def _check_tensors(weights_dir: str, shapes: Mapping[str, Tuple[int, ...]], config: CosmosDiTConfig) -> Dict[str, Tuple[int, ...]]:
+    """The shapes of the tensors the DiT of `config` needs, after a ValueError naming the first one
+    the checkpoint lacks, has and the DiT does not, or holds with another shape. `shapes`: the
+    checkpoint's ``module.`` tensors."""
+    expected = _expected_shapes(config)
+    missing = sorted(expected.keys() - shapes.keys())
+    if missing:
+        raise BadInputError(f"{weights_dir}: checkpoint lacks tensor {missing[0]!r} ({len(missing)} missing)")
+    unknown = sorted(k for k in shapes.keys() - expected.keys() if k[len(PREFIX):] not in _NEMO_ONLY)
+    if unknown:
+        raise BadInputError(f"{weights_dir}: checkpoint has tensor {unknown[0]!r} that this model does not have")
+    for key, shape in expected.items():
+        if tuple(shapes[key]) != shape:
+            raise BadInputError(
+                f"{weights_dir}: tensor {key!r} has shape {list(shapes[key])} but the "
+                f"{config.num_layers}-layer, width-{config.hidden_size} config expects {list(shape)}"
+            )
+    return expected
 
 
 def read_nemo_tensors(weights_dir: str, config: CosmosDiTConfig) -> Dict[str, torch.Tensor]:
@@ -260,23 +287,14 @@ def read_nemo_tensors(weights_dir: str, config: CosmosDiTConfig) -> Dict[str, to
     from megatron.core import dist_checkpointing
     from megatron.core.dist_checkpointing import ShardedTensor
 
-    check_weights_dir(weights_dir)
-    expected = _expected_shapes(config)
+    if check_weights_dir(weights_dir) == ZARR:
+        arrays = _zarr_arrays(weights_dir)
+        expected = _check_tensors(weights_dir, {k: tuple(a.shape) for k, a in arrays.items()}, config)
+        return {key: nemo_zarr.read_array(arrays[key], key) for key in expected}
     with _process_group():
-        available = dist_checkpointing.load_tensors_metadata(weights_dir)
-        model_keys = {k for k in available if k.startswith(PREFIX)}
-        missing = sorted(expected.keys() - model_keys)
-        if missing:
-            raise BadInputError(f"{weights_dir}: checkpoint lacks tensor {missing[0]!r} ({len(missing)} missing)")
-        unknown = sorted(k for k in model_keys - expected.keys() if k[len(PREFIX):] not in _NEMO_ONLY)
-        if unknown:
-            raise BadInputError(f"{weights_dir}: checkpoint has tensor {unknown[0]!r} that this model does not have")
-        for key, shape in expected.items():
-            if tuple(available[key].global_shape) != shape:
-                raise BadInputError(
-                    f"{weights_dir}: tensor {key!r} has shape {list(available[key].global_shape)} but the "
-                    f"{config.num_layers}-layer, width-{config.hidden_size} config expects {list(shape)}"
-                )
+        available = {k: v for k, v in dist_checkpointing.load_tensors_metadata(weights_dir).items()
+                     if k.startswith(PREFIX)}
+        expected = _check_tensors(weights_dir, {k: tuple(v.global_shape) for k, v in available.items()}, config)
         # every rank reads whole tensors; replica ids only need to differ between ranks
         rank = dist.get_rank()
         request = {
@@ -288,6 +306,11 @@ def read_nemo_tensors(weights_dir: str, config: CosmosDiTConfig) -> Dict[str, to
         except (Exception, CheckpointException) as e:  # DCP's exception is not an Exception
             raise BadInputError(f"cannot read checkpoint {weights_dir}: {_first_line(e)}") from None
     return loaded
+
+
+def _zarr_arrays(weights_dir: str) -> Dict[str, nemo_zarr.ts.TensorStore]:
+    """The model's arrays of a zarr checkpoint (``module.`` keys; optimizer state is not opened)."""
+    return {k: nemo_zarr.open_array(weights_dir, k) for k in nemo_zarr.array_keys(weights_dir) if k.startswith(PREFIX)}
 
 
 def _first_line(e: BaseException) -> str:
@@ -354,7 +377,8 @@ def nemo_tensor_shapes(path: str) -> Dict[str, Tuple[int, ...]]:
     from megatron.core import dist_checkpointing
 
     weights_dir = weights_dir_of(path)
-    check_weights_dir(weights_dir)
+    if check_weights_dir(weights_dir) == ZARR:
+        return {k: tuple(a.shape) for k, a in _zarr_arrays(weights_dir).items()}
     with _process_group():
         available = dist_checkpointing.load_tensors_metadata(weights_dir)
     return {k: tuple(v.global_shape) for k, v in available.items() if hasattr(v, "global_shape")}
@@ -370,7 +394,10 @@ def read_nemo_extras(path: str) -> Dict[str, torch.Tensor]:
     from megatron.core.dist_checkpointing import ShardedTensor
 
     weights_dir = weights_dir_of(path)
-    check_weights_dir(weights_dir)
+    if check_weights_dir(weights_dir) == ZARR:
+        keys = set(nemo_zarr.array_keys(weights_dir))
+        return {k: nemo_zarr.read_array(nemo_zarr.open_array(weights_dir, PREFIX + k), PREFIX + k)
+                for k in _NEMO_ONLY if PREFIX + k in keys}
     with _process_group():
         available = dist_checkpointing.load_tensors_metadata(weights_dir)
         rank = dist.get_rank()

@@ -2,12 +2,13 @@
 a second-order Adams-Bashforth step in log-sigma on the x0 (data) prediction, the first step a plain
 Euler step, then one last x0 evaluation at sigma_min, which is what is returned.
 
-The solver state is kept in float64, as in NVIDIA's code; x0_fn receives float32.
+The solver state is kept in float64, as in NVIDIA's code; x0_fn receives x_init's dtype (float32).
+The step coefficients are float64 tensor operations on x's device in NVIDIA's order (e.g. b2 =
+(1/c2) * phi2, not phi2 / c2), so a float64 trajectory is the reference's bit for bit.
 """
 
 from __future__ import annotations
 
-import math
 from typing import Callable, Optional
 
 import numpy as np
@@ -26,11 +27,11 @@ def karras_sigmas(num_steps: int, sigma_min: float = SIGMA_MIN, sigma_max: float
     return (hi + i / num_steps * (lo - hi)) ** rho
 
 
-def _phi1(h: float) -> float:
-    return math.expm1(h) / h
+def _phi1(h: torch.Tensor) -> torch.Tensor:
+    return torch.expm1(h) / h
 
 
-def _phi2(h: float) -> float:
+def _phi2(h: torch.Tensor) -> torch.Tensor:
     return (_phi1(h) - 1.0) / h
 
 
@@ -46,12 +47,12 @@ def res_2ab_sample(
     """Integrate from x_init (noise * sigma_max) to a clean sample; num_steps + 1 calls of x0_fn.
     `on_step(i, sigma, x, x0)` is called after step i with the new state and that step's x0
     prediction; a tensor it returns replaces the state."""
-    sigmas = karras_sigmas(num_steps, sigma_min, sigma_max, rho).tolist()
+    # as the reference: the schedule is computed on the CPU, the step arithmetic runs where x is
+    sigmas = karras_sigmas(num_steps, sigma_min, sigma_max, rho).to(x_init.device)
     in_dtype = x_init.dtype
 
-    def denoise(x: torch.Tensor, sigma: float) -> torch.Tensor:
-        s = torch.tensor([sigma], dtype=in_dtype, device=x.device)
-        return x0_fn(x.to(in_dtype), s).to(torch.float64)
+    def denoise(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        return x0_fn(x.to(in_dtype), sigma.reshape(1).to(in_dtype)).to(torch.float64)
 
     x = x_init.to(torch.float64)
     prev = None  # (x0, sigma) of the previous step
@@ -62,14 +63,15 @@ def res_2ab_sample(
             x = ((s - t) / s) * x0 + (t / s) * x
         else:
             x0_prev, s_prev = prev
-            dt = math.log(s) - math.log(t)  # lambda = -ln(sigma): dt = lambda_t - lambda_s > 0
-            c2 = (math.log(s) - math.log(s_prev)) / dt  # (lambda_s_prev - lambda_s) / dt < 0
-            b2 = _phi2(-dt) / c2
+            lam_s, lam_t, lam_prev = -torch.log(s), -torch.log(t), -torch.log(s_prev)  # lambda = -ln(sigma)
+            dt = lam_t - lam_s  # > 0
+            c2 = (lam_prev - lam_s) / dt  # < 0
+            b2 = (1.0 / c2) * _phi2(-dt)
             b1 = _phi1(-dt) - b2
-            x = math.exp(-dt) * x + dt * (b1 * x0 + b2 * x0_prev)
+            x = torch.exp(-dt) * x + dt * (b1 * x0 + b2 * x0_prev)
         prev = (x0, s)
         if on_step is not None:
-            replaced = on_step(i, t, x, x0)
+            replaced = on_step(i, float(t), x, x0)
             if replaced is not None:
                 x = replaced.to(x.device, torch.float64)
     return denoise(x, sigmas[-1]).to(in_dtype)

@@ -1,7 +1,5 @@
 from .config import (
-    MODEL_CONFIGS,
     CosmosDiTConfig,
-    config_for_model,
     cosmos_7b_config,
     cosmos_14b_config,
     tiny_config,
@@ -10,10 +8,8 @@ from .dit import CosmosDiT
 from .specs import get_layer_spec, get_local_layer_spec, get_te_layer_spec
 
 __all__ = [
-    "MODEL_CONFIGS",
     "CosmosDiT",
     "CosmosDiTConfig",
-    "config_for_model",
     "cosmos_7b_config",
     "cosmos_14b_config",
     "get_layer_spec",

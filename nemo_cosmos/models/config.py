@@ -104,21 +104,6 @@ def tiny_config(**overrides) -> CosmosDiTConfig:
     return _cosmos_config(**params)
 
 
-MODEL_CONFIGS = {
-    "Cosmos-1.0-Diffusion-7B-Text2World": cosmos_7b_config,
-    "Cosmos-1.0-Diffusion-14B-Text2World": cosmos_14b_config,
-}
-
-
-def config_for_model(name: str, **overrides) -> CosmosDiTConfig:
-    """The preset for a published model name; a ValueError lists the known names otherwise."""
-    try:
-        factory = MODEL_CONFIGS[name]
-    except KeyError:
-        raise ValueError(f"unknown model {name!r}; expected one of: {', '.join(MODEL_CONFIGS)}") from None
-    return factory(**overrides)
-
-
 def config_to_dict(config: CosmosDiTConfig) -> dict:
     """The Cosmos-specific and size fields of a config, JSON-serialisable (for sidecars and checkpoints)."""
     keys = [

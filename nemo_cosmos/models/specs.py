@@ -39,14 +39,18 @@ _SDPA_BACKENDS = {
 class SDPAttention(nn.Module):
     """softmax(q k^T / sqrt(d)) v through torch's scaled_dot_product_attention. The kernel is torch's
     choice unless ``config.attention_backend`` names one (e.g. "cudnn", faster than flash on H100).
-    "fp8" is our Triton FP8 kernel (``fp8_attention.py``, Hopper) for self-attention; cross-attention
-    then keeps torch's choice."""
+    "fp8" is cuDNN's FP8 flash attention (``fp8_attention.py``: Hopper, nvidia-cudnn-frontend) for
+    self-attention; cross-attention, and tensors off the GPU, keep torch's choice."""
 
     def __init__(self, config: CosmosDiTConfig, layer_number: int = 1):
         super().__init__()
         backend = getattr(config, "attention_backend", "auto") if config is not None else "auto"
         if backend not in ("auto", "fp8") and backend not in _SDPA_BACKENDS:
             raise ValueError(f"unknown attention_backend {backend!r}; expected auto, fp8 or one of {list(_SDPA_BACKENDS)}")
+        if backend == "fp8":
+            from .fp8_attention import require
+
+            require()
         self.backend = backend
 
     def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:

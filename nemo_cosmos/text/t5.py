@@ -1,7 +1,10 @@
 """T5 text encoder (google-t5/t5-11b for the published models) as Cosmos-1.0 uses it: prompts
 padded/truncated to 512 tokens, the encoder run with the real attention mask, and the embeddings
 past each prompt's length (EOS included in the length) set to zero. The DiT attends to all 512
-positions; the zeros are what the model was trained with."""
+positions; the zeros are what the model was trained with.
+
+Attention runs eagerly, as in the transformers 4.48 NVIDIA pins: transformers 5's default (SDPA)
+changes a few embedding elements after bf16 rounding and, through them, the video."""
 
 from __future__ import annotations
 
@@ -15,10 +18,14 @@ from ..errors import MissingFileError, first_line
 from ..presets import T5_NAME
 
 MAX_TOKENS = 512
+ATTENTION = "eager"
 
 
 class T5TextEncoder:
     def __init__(self, tokenizer, model, max_length: int = MAX_TOKENS):
+        # however the model was built or loaded: transformers 5 gives T5 SDPA by default
+        if getattr(model.config, "_attn_implementation", ATTENTION) != ATTENTION:
+            model.set_attn_implementation(ATTENTION)
         self.tokenizer, self.model, self.max_length = tokenizer, model.eval(), max_length
 
     @classmethod
