@@ -62,9 +62,10 @@ def run(offload: bool, steps: int) -> dict:
     t5 = t5_11b("cpu" if offload else "cuda")
     torch.cuda.synchronize()
     torch.cuda.reset_peak_memory_stats()
-    pipe = Text2WorldPipeline(dit, tok, t5, device="cuda", offload_text_encoder=offload, offload_tokenizer=offload)
+    pipe = Text2WorldPipeline(dit, tok, t5, device="cuda", offload_text_encoder=offload, offload_tokenizer=offload,
+                              guardrails=False)
     t0 = time.perf_counter()
-    out = pipe("a robot arm picks up red cubes in a bright warehouse", num_steps=steps, progress=False)
+    out = pipe("a robot arm picks up red cubes in a bright warehouse", num_steps=steps, progress=False)[0]
     torch.cuda.synchronize()
     res = {
         "offload": offload,
@@ -103,7 +104,7 @@ def variants(steps: int) -> dict:
     t5 = t5_11b("cuda")
     for layer in dit.layers:
         layer.compile()
-    pipe = Text2WorldPipeline(dit, tok, t5, device="cuda")
+    pipe = Text2WorldPipeline(dit, tok, t5, device="cuda", guardrails=False)
     prompt = "a robot arm picks up red cubes in a bright warehouse"
     res = {}
 
@@ -111,7 +112,7 @@ def variants(steps: int) -> dict:
         pipe(prompt, num_steps=1, progress=False)  # warm-up: compilation for this variant
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
-        out = pipe(prompt, num_steps=steps, progress=False)
+        out = pipe(prompt, num_steps=steps, progress=False)[0]
         res[name] = {"per_x0_evaluation_s": out.timings["sampling_s"] / out.timings["x0_evaluations"], **out.timings,
                      "peak_gib": torch.cuda.max_memory_allocated() / 2**30}
         print(name, json.dumps(res[name]), flush=True)
@@ -134,7 +135,8 @@ def variants(steps: int) -> dict:
     tok.to("cpu")
     torch.cuda.empty_cache()
     res["t5_streamed_vs_resident_max_abs_diff"] = (t5.encode([prompt], device="cuda").cpu() - resident.cpu()).abs().max().item()
-    pipe = Text2WorldPipeline(dit, tok, t5, device="cuda", offload_text_encoder=True, offload_tokenizer=True)
+    pipe = Text2WorldPipeline(dit, tok, t5, device="cuda", offload_text_encoder=True, offload_tokenizer=True,
+                              guardrails=False)
     timed_call("fp8_compiled_offloaded")
     return res
 

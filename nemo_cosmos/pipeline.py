@@ -109,6 +109,27 @@ def check_settings(dit: CosmosDiTConfig, tok: TokenizerConfig, *, height: int, w
             raise BadInputError(f"--cp_size {cp_size} must divide the model's {dit.num_attention_heads} attention heads")
 
 
+def resolve_device(name: Optional[str], fp8: bool = False) -> torch.device:
+    """The device to run on: `name` ("cuda", "cuda:N", "cpu"), or the GPU when there is one;
+    BadInputError for a device this machine does not have, or FP8 without a capable GPU."""
+    if name is None:
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise BadInputError(f"unknown device {name!r}; expected cpu, cuda or cuda:N") from None
+    if device.type not in ("cpu", "cuda"):
+        raise BadInputError(f"device {name!r} is not supported; expected cpu, cuda or cuda:N")
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise BadInputError(f"device {name!r}: this machine has no CUDA GPU (use --device cpu)")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise BadInputError(f"device {name!r}: this machine has {torch.cuda.device_count()} GPU(s)")
+    if fp8 and not (device.type == "cuda" and torch.cuda.get_device_capability(device) >= (8, 9)):
+        raise BadInputError("--fp8 needs an NVIDIA GPU of compute capability 8.9 or newer (Ada, Hopper)")
+    return device
+
+
 _WARNED_NO_GUARDRAILS = False
 
 
@@ -141,7 +162,7 @@ class Text2WorldPipeline:
         text_guardrail=None,
         video_guardrail=None,
         prompt_upsampler=None,
-        check_prompt: Optional[Callable[[str], None]] = None,
+        check_prompt: Optional[Callable[[str, Optional[str]], None]] = None,
         guardrails: Optional[bool] = None,
         defaults: GenerationDefaults = GenerationDefaults(),
         name: str = "custom",
@@ -223,7 +244,7 @@ class Text2WorldPipeline:
         from .sources import ModelSource, resolve_source
 
         t0 = time.perf_counter()
-        device = torch.device(device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu"))
+        device = resolve_device(None if device is None else str(device), fp8=fp8)
         src = name_or_path if isinstance(name_or_path, ModelSource) else resolve_source(
             name_or_path, model=model, tokenizer=tokenizer, text_encoder=text_encoder)
         check_prompt = src.preset.check_prompt() if src.preset is not None else None
@@ -274,9 +295,10 @@ class Text2WorldPipeline:
         log.info("model loading: %.2f s", pipe.timings["model_loading_s"])
         return pipe
 
-    def save_pretrained(self, folder: str) -> None:
+    def save_pretrained(self, folder: str, dit_dtype: Optional[torch.dtype] = None) -> None:
         """A self-describing folder that from_pretrained reads back: ``model_index.json`` (configs,
-        generation defaults, model name), ``dit.safetensors``, ``tokenizer/``, ``text_encoder/``."""
+        generation defaults, model name), ``dit.safetensors`` (stored in `dit_dtype`, default the
+        model's), ``tokenizer/``, ``text_encoder/``."""
         import json
         import os
 
@@ -284,7 +306,8 @@ class Text2WorldPipeline:
         from .presets import DIT_WEIGHTS, MODEL_INDEX, TEXT_ENCODER_SUBDIR, TOKENIZER_SUBDIR, TEXT2WORLD
 
         os.makedirs(folder, exist_ok=True)
-        save_dit_safetensors(self.dit.state_dict(), self.dit.config, os.path.join(folder, DIT_WEIGHTS), model=self.name)
+        save_dit_safetensors(self.dit.state_dict(), self.dit.config, os.path.join(folder, DIT_WEIGHTS), model=self.name,
+                             dtype=dit_dtype)
         self.tokenizer.save_pretrained(os.path.join(folder, TOKENIZER_SUBDIR))
         self.text_encoder.save_pretrained(os.path.join(folder, TEXT_ENCODER_SUBDIR))
         index = {"format": "nemo_cosmos", "family": TEXT2WORLD, "model": self.name,
@@ -325,7 +348,7 @@ class Text2WorldPipeline:
         prompt = prompt.strip()
         upsampled = None
         if self.check_prompt is not None:
-            self.check_prompt(subject_prompt(prompt, subject_name))
+            self.check_prompt(prompt, subject_name)
         if self.text_guardrail is not None:
             self.text_guardrail.check(prompt, self.device)
         if self.prompt_upsampler is not None:

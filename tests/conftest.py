@@ -1,3 +1,4 @@
+import json
 import os
 import types
 import warnings
@@ -43,15 +44,27 @@ def diffusers_cosmos():
 
 @pytest.fixture(scope="session")
 def assets(tmp_path_factory):
-    """A tiny DiT (as model.pt and as NeMo checkpoints), tokenizer files and T5, made once."""
+    """A tiny DiT (as model.pt, as NeMo checkpoints and as a save_pretrained pipeline folder
+    ``tiny``), tokenizer files as NVIDIA publishes them and T5, made once."""
+    from nemo_cosmos.pipeline import Text2WorldPipeline
+    from nemo_cosmos.presets import GenerationDefaults
+    from nemo_cosmos.text import T5TextEncoder
+
     root = tmp_path_factory.mktemp("assets")
     cfg = tiny_config()
     dit = randomize_(CosmosDiT(cfg))
     (root / "dit").mkdir()
     torch.save(from_ours(dit.state_dict(), cfg, "original"), root / "dit" / "model.pt")
     (root / "tokenizer").mkdir()
-    save_tokenizer_files(randomize_(CV8x8x8Tokenizer(tiny_tokenizer_config()), std=0.3).eval(), root / "tokenizer")
+    tok = randomize_(CV8x8x8Tokenizer(tiny_tokenizer_config()), std=0.3).eval()
+    save_tokenizer_files(tok, root / "tokenizer")
+    (root / "tokenizer" / "config.json").write_text(json.dumps(tok.cfg.to_dict()))
     make_tiny_t5(root / "t5", d_model=cfg.crossattn_dim)
+    # the same three as one self-describing folder (what --nemo_checkpoint / from_pretrained take)
+    pipe = Text2WorldPipeline(dit, CV8x8x8Tokenizer.from_pretrained(root / "tokenizer", dtype=torch.float32),
+                              T5TextEncoder.from_pretrained(str(root / "t5")), guardrails=False, name="tiny",
+                              defaults=GenerationDefaults(height=32, width=48, num_frames=9, fps=12))
+    pipe.save_pretrained(str(root / "tiny"))
     # the same weights as a NeMo checkpoint in a post-training run's folder tree, beside an older one
     run = root / "nemo_experiments" / "tiny_finetune" / "default" / "2026-01-01_00-00-00" / "checkpoints"
     save_nemo_checkpoint(randomize_(CosmosDiT(cfg), std=0.5).state_dict(), cfg, str(run / "epoch=0-step=4"))

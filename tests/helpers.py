@@ -7,10 +7,9 @@ SMALL = ["--height", "32", "--width", "48", "--num_video_frames", "9", "--num_st
 
 
 def infer_args(assets, out, *extra):
-    """Command-line arguments of a tiny CPU generation with the `assets` fixture's files."""
+    """Command-line arguments of a tiny CPU generation with the `assets` fixture's pipeline folder."""
     return [
-        "--model", "cosmos-tiny", "--checkpoint_dir", str(assets / "dit"), "--tokenizer_dir", str(assets / "tokenizer"),
-        "--t5_path", str(assets / "t5"), "--video_save_path", str(out), "--no_progress", "--device", "cpu",
+        "--nemo_checkpoint", str(assets / "tiny"), "--video_save_path", str(out), "--no_progress", "--device", "cpu",
         "--disable_guardrails", *SMALL, *extra,
     ]
 

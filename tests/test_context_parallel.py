@@ -92,7 +92,8 @@ def test_a_failing_rank_ends_the_run(assets, tmp_path):
     with rank 0's error instead of hanging."""
     out = tmp_path / "v.mp4"
     args = infer_args(assets, out, "--prompt", "a cube", "--cp_size", "2", "--num_devices", "2")
-    args[args.index("--tokenizer_dir") + 1] = str(tmp_path / "missing")
+    (tmp_path / "empty").mkdir()  # a folder, so every rank gets past the checks; only rank 0 reads it
+    args += ["--tokenizer_dir", str(tmp_path / "empty")]
     proc = torchrun(2, args, timeout=240)
     assert proc.returncode != 0
     assert "error: rank 0: tokenizer file missing" in proc.stderr

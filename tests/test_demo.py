@@ -1,6 +1,7 @@
 """The built-in cosmos-demo model: the shipped weights generate what the caption asks for, judged by
 the synthetic world's own detector; the infer command uses it offline, and as the fallback."""
 
+import json
 import os
 import stat
 import subprocess
@@ -20,16 +21,9 @@ pytestmark = pytest.mark.skipif(not demo.available(), reason="demo weights not s
 
 @pytest.fixture(scope="module")
 def pipe():
-    from nemo_cosmos.checkpoint import load_ours_safetensors
-    from nemo_cosmos.models import CosmosDiT
-    from nemo_cosmos.pipeline import Text2WorldPipeline
-    from nemo_cosmos.text import T5TextEncoder
-    from nemo_cosmos.tokenizer import CV8x8x8Tokenizer
+    from nemo_cosmos import Text2WorldPipeline
 
-    dit = CosmosDiT(demo.demo_dit_config())
-    dit.load_state_dict(load_ours_safetensors(demo.DIT_FILE))
-    tok = CV8x8x8Tokenizer.from_pretrained(demo.TOKENIZER_DIR, demo.demo_tokenizer_config(), dtype=torch.float32)
-    return Text2WorldPipeline(dit, tok, T5TextEncoder.from_pretrained(demo.T5_DIR, device="cpu"), device="cpu")
+    return Text2WorldPipeline.from_pretrained("cosmos-demo", device="cpu")
 
 
 def test_detector_reads_clean_renders():
@@ -42,8 +36,7 @@ def test_generated_clips_show_the_caption(pipe):
     read colour, shape and direction right in at least 13 of 16."""
     hits, wrong = 0, []
     for i, want in enumerate(all_captions()[::2]):
-        frames = pipe(caption(*want), negative_prompt="", guidance=3.0, num_steps=35, height=64, width=64,
-                      num_frames=17, fps=8, seed=1000 + i, progress=False).frames
+        frames = pipe(caption(*want), seed=1000 + i, progress=False)[0].frames
         got = analyse(frames)
         hits += got == want
         if got != want:
@@ -59,9 +52,18 @@ def test_shipped_tokenizer_keeps_colour_shape_and_motion(pipe):
 
 def test_closed_vocabulary():
     check_prompt("A yellow circle moving down.")
-    for bad in ("a cat moving left", "a red circle", "a red circle moving left and a person"):
+    for bad in ("a cat moving left", "a red circle", "a red circle moving left and a person",
+                "a red blue circle square moving up down"):
         with pytest.raises(ValueError, match="cosmos-demo draws one shape"):
             check_prompt(bad)
+    with pytest.raises(ValueError, match="unknown word 'bloody'"):
+        check_prompt("a red circle moving up", subject_name="bloody violence")
+
+
+def test_the_subject_is_held_to_the_vocabulary_too(pipe):
+    """The demo runs without guardrails: what the subject name adds to the prompt is checked as well."""
+    with pytest.raises(ValueError, match="unknown word 'bloody'"):
+        pipe("a red circle moving up", subject_name="bloody violence", progress=False)
 
 
 def _offline_empty_cache(monkeypatch, tmp_path):
@@ -100,6 +102,38 @@ def test_prompt_outside_the_demo_world_exits_2(tmp_path, monkeypatch, capsys):
     assert rc == 2
     assert "unknown word 'robot'" in capsys.readouterr().err
     assert not list(tmp_path.glob("demo*"))
+
+
+def test_cpu_post_training_loop_with_the_demo_model(tmp_path, monkeypatch):
+    """docs/post_training.md's CPU loop: prepare_data --model cosmos-demo (its size, frames and shipped
+    tokenizer), posttrain from the shipped safetensors, then infer from the run folder without
+    --model (the checkpoint records its model)."""
+    from nemo_cosmos.demo.world import render
+    from nemo_cosmos.recipes import posttrain, prepare_data
+
+    _offline_empty_cache(monkeypatch, tmp_path)
+    monkeypatch.chdir(tmp_path)
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    rng = np.random.default_rng(0)
+    for i, want in enumerate((("green", "square", "right"), ("green", "square", "up"))):
+        iio.imwrite(videos / f"{i}.mp4", render(*want, rng), fps=8, codec="libx264", macro_block_size=1)
+    assert prepare_data.main(["--input_video_dir", str(videos), "--subject_name", "green square",
+                              "--output_dir", "data", "--model", "cosmos-demo", "--device", "cpu", "--no_progress"]) == 0
+    assert len(list((tmp_path / "data").glob("*.info.json"))) == 2
+    # a second run into the same folder is refused unless asked to replace it
+    assert prepare_data.main(["--input_video_dir", str(videos), "--subject_name", "green square",
+                              "--output_dir", "data", "--model", "cosmos-demo", "--device", "cpu"]) == 2
+    assert posttrain.main(["--recipe", "cosmos_demo_text2world_train", "data.path=data", "data.num_workers=0",
+                           "data.micro_batch_size=2", f"model.init_from={demo.DIT_FILE}", "trainer.max_steps=2",
+                           "trainer.accelerator=cpu", "trainer.precision=32", "optim.lr=1e-4"]) == 0
+    out = tmp_path / "tuned.mp4"
+    assert main(["--nemo_checkpoint", "nemo_experiments/cosmos_demo_text2world_train", "--subject_name",
+                 "green square", "--prompt", "a red circle moving up", "--video_save_path", str(out),
+                 "--no_progress", "--device", "cpu"]) == 0
+    side = json.loads(out.with_suffix(".json").read_text())
+    assert side["settings"]["model"] == "cosmos-demo" and side["settings"]["height"] == 64
+    assert side["final_prompt"] == "A video of sks green square. a red circle moving up"
 
 
 def test_readme_first_command(tmp_path):

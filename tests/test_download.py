@@ -70,8 +70,8 @@ def test_fetches_what_one_model_needs(hub, repos, tmp_path):
     assert all(auth == f"Bearer {TOKEN}" for _, path, auth, _ in hub.log if "Cosmos-1.0-Diffusion-7B" in path)
 
     # infer's lookup finds the NeMo checkpoint in that cache, offline
-    code = ("from nemo_cosmos.recipes.models import published_dit_checkpoint as f; "
-            f"print(*f({M7!r}, 'x'))")
+    code = ("from nemo_cosmos.checkpoint.hub import cached_dit_checkpoint as f; "
+            f"print(*f({M7!r}))")
     env = {k: v for k, v in os.environ.items() if not k.startswith("HF_")}
     env.update(HF_HOME=str(tmp_path), HF_HUB_OFFLINE="1")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env).stdout.split()
@@ -115,3 +115,40 @@ def test_offline_names_the_repository(hub, tmp_path):
 def test_unknown_model_is_refused(hub, tmp_path):
     proc = run(hub, tmp_path, "--model", "Cosmos-9B")
     assert proc.returncode == 2 and "invalid choice: 'Cosmos-9B'" in proc.stderr
+
+
+def run_infer(hub, home, *args, token=TOKEN, **env):
+    e = {k: v for k, v in os.environ.items() if not k.startswith("HF_")}
+    e.update(HF_ENDPOINT=hub.url, HF_HOME=str(home), HF_HUB_DISABLE_TELEMETRY="1", **env)
+    if token:
+        e["HF_TOKEN"] = token
+    return subprocess.run([sys.executable, "-m", "nemo_cosmos.recipes.infer", "--prompt", "a robot", "--device", "cpu",
+                           "--video_save_path", str(home / "v.mp4"), *args],
+                          capture_output=True, text=True, env=e, timeout=300)
+
+
+def test_missing_weights_are_listed_together_with_one_command(hub, tmp_path):
+    """Offline: one line lists every repository the run lacks and the download command for it."""
+    proc = run_infer(hub, tmp_path, "--model", "Cosmos-1.0-Diffusion-14B-Text2World", HF_HUB_OFFLINE="1")
+    assert proc.returncode == 2
+    line = [x for x in proc.stderr.splitlines() if x.startswith("error: ")][-1]
+    assert "HF_HUB_OFFLINE is set" in line
+    for repo in (M14, "nvidia/Cosmos-1.0-Tokenizer-CV8x8x8", "google-t5/t5-11b", "nvidia/Cosmos-1.0-Guardrail",
+                 "meta-llama/LlamaGuard-7b", "google/siglip-so400m-patch14-384"):
+        assert repo in line, repo
+    assert "Upsampler" not in line  # not asked for
+    assert line.endswith("python -m nemo_cosmos.recipes.download --model Cosmos-1.0-Diffusion-14B-Text2World "
+                         "--skip_upsampler")
+    assert hub.log == [] and not (tmp_path / "v.mp4").exists()
+
+
+def test_gated_weights_are_told_apart_from_offline(hub, tmp_path):
+    proc = run_infer(hub, tmp_path, "--model", "Cosmos-1.0-Diffusion-7B-Text2World", "--disable_guardrails",
+                     token=None)
+    assert proc.returncode == 2
+    line = [x for x in proc.stderr.splitlines() if x.startswith("error: ")][-1]
+    assert f"{M7}: access denied (gated, or no token)" in line and "HF_TOKEN" in line
+    assert "Guardrail" not in line  # guardrails were turned off: not needed
+    assert line.endswith("--skip_upsampler --skip_guardrail")
+    # what was not gated arrived meanwhile
+    assert (snapshot(tmp_path, "nvidia/Cosmos-1.0-Tokenizer-CV8x8x8") / "mean_std.pt").exists()

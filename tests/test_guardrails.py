@@ -254,3 +254,28 @@ def test_upsampled_prompt_is_the_one_generated(assets, guard, tmp_path):
     side = json.loads(out.with_suffix(".json").read_text())
     assert side["upsampled_prompt"] == " ".join(["tall"] * 512)
     assert side["final_prompt"] == "A video of sks teal robot. " + side["upsampled_prompt"]
+
+
+def test_python_api_has_the_guardrails_as_components(assets, guard, tmp_path, caplog):
+    """from_pretrained adds the guardrails by default; a blocked prompt raises BlockedError before any
+    sampling and nothing is returned or written; turning them off warns, once."""
+    from nemo_cosmos import BlockedError, Text2WorldPipeline
+    from nemo_cosmos import pipeline as pipeline_module
+
+    base, adapter = guard["safe"]
+    pipe = Text2WorldPipeline.from_pretrained(str(assets / "tiny"), device="cpu", guardrail_dir=str(guard["dir"]),
+                                              aegis_base=str(base), aegis_adapter=str(adapter),
+                                              siglip=str(guard["siglip"]))
+    assert pipe.text_guardrail is not None and pipe.video_guardrail is not None
+    calls = []
+    pipe.dit.register_forward_hook(lambda *a: calls.append(1))
+    with pytest.raises(BlockedError, match="blocklisted word"):
+        pipe(["a red cube", "a badword cube"], num_steps=1, progress=False)
+    assert calls == [] and not list(tmp_path.iterdir())
+    assert pipe("a red cube", num_steps=1, progress=False)[0].frames.shape == (9, 32, 48, 3)
+
+    pipeline_module._WARNED_NO_GUARDRAILS = False
+    with caplog.at_level("WARNING", logger="nemo_cosmos"):
+        for _ in range(2):
+            Text2WorldPipeline.from_pretrained(str(assets / "tiny"), device="cpu", guardrails=False)
+    assert caplog.text.count("guardrails off") == 1

@@ -14,14 +14,12 @@ import time
 import numpy as np
 import pytest
 import torch
-from helpers import infer_args
 
-from nemo_cosmos.checkpoint import find_dit_checkpoint, load_original_model_pt
+from nemo_cosmos import Text2WorldPipeline
+from nemo_cosmos.checkpoint import find_dit_checkpoint, load_dit
 from nemo_cosmos.diffusion import edm_loss
 from nemo_cosmos.models import CosmosDiT, tiny_config
 from nemo_cosmos.recipes import posttrain, prepare_data
-from nemo_cosmos.recipes.infer import build_parser, generate, load_pipeline, resolve_model
-from nemo_cosmos.recipes.models import model_entry
 from nemo_cosmos.training import CachedVideoDataset
 
 RUN = "cosmos_tiny_text2world_finetune"
@@ -54,8 +52,8 @@ def dataset(assets, tmp_path_factory):
     (videos / "broken.mp4").write_bytes(b"\x00\x01 not a video")
     rc = prepare_data.main([
         "--input_video_dir", str(videos), "--subject_name", "teal robot", "--output_dir", str(root / "data"),
-        "--model", "cosmos-tiny", "--height", "32", "--width", "48", "--num_frames", "9", "--num_chunks", "2",
-        "--tokenizer_dir", str(assets / "tokenizer"), "--t5_path", str(assets / "t5"), "--device", "cpu",
+        "--model", str(assets / "tiny"), "--height", "32", "--width", "48", "--num_frames", "9", "--num_chunks", "2",
+        "--device", "cpu", "--no_progress",
     ])
     assert rc == 0
     return root / "data"
@@ -83,8 +81,7 @@ def test_unusable_videos_are_reported_and_skipped(tmp_path, assets, caplog, caps
     (videos / "broken.mp4").write_bytes(b"junk")
     rc = prepare_data.main([
         "--input_video_dir", str(videos), "--subject_name", "x", "--output_dir", str(tmp_path / "out"),
-        "--model", "cosmos-tiny", "--height", "32", "--width", "48", "--num_frames", "9",
-        "--tokenizer_dir", str(assets / "tokenizer"), "--t5_path", str(assets / "t5"), "--device", "cpu",
+        "--model", str(assets / "tiny"), "--device", "cpu",
     ])
     assert rc == 2
     assert "none of the 2 videos" in capsys.readouterr().err
@@ -134,7 +131,7 @@ def eval_loss(state_dict, dataset):
 
 
 def test_train_resume_and_generate(assets, dataset, tmp_path):
-    base = str(assets / "dit" / "model.pt")
+    base = str(assets / "tiny")
     continuous, interrupted = tmp_path / "a" / "nemo_experiments", tmp_path / "b" / "nemo_experiments"
     assert train(dataset, continuous, base, "trainer.max_steps=8") == 0
     assert sorted(checkpoints(continuous)) == [4, 8]
@@ -152,25 +149,25 @@ def test_train_resume_and_generate(assets, dataset, tmp_path):
     from nemo_cosmos.checkpoint import load_nemo_checkpoint
 
     trained, _ = load_nemo_checkpoint(final, tiny_config())
-    base_sd = load_original_model_pt(base, tiny_config())
+    base_sd = load_dit(base).state_dict()
     assert eval_loss(trained, dataset) < 0.9 * eval_loss(base_sd, dataset)
 
     # inference takes the run folder (newest checkpoint) and the subject
-    def latent(*extra):
-        args = build_parser().parse_args(infer_args(assets, tmp_path / "x.mp4", "--prompt", "It slides.", *extra))
-        resolve_model(args)
-        entry = model_entry("cosmos-tiny")
-        return generate(load_pipeline(args, entry, entry.dit(), entry.tokenizer()), args, args.prompt).latent
+    def latent(source, **parts):
+        pipe = Text2WorldPipeline.from_pretrained(source, device="cpu", guardrails=False, **parts)
+        return pipe("It slides.", subject_name="teal robot", output_type="latent", num_steps=3, height=32, width=48,
+                    num_frames=9, fps=12, progress=False)[0].latent
 
     assert find_dit_checkpoint(str(continuous / RUN))[1] == os.path.join(final, "weights")
-    tuned = latent("--nemo_checkpoint", str(continuous / RUN), "--subject_name", "teal robot")
-    assert (tuned - latent("--subject_name", "teal robot")).abs().max() > 1e-3
+    tuned = latent(str(continuous / RUN), tokenizer=str(assets / "tokenizer"), text_encoder=str(assets / "t5"))
+    assert (tuned - latent(base)).abs().max() > 1e-3
 
 
 def test_killed_run_resumes_from_its_last_checkpoint(assets, dataset, tmp_path):
     log_dir = tmp_path / "nemo_experiments"
     cmd = [sys.executable, "-m", "nemo_cosmos.recipes.posttrain", "--recipe", RUN, f"data.path={dataset}",
-           f"log.log_dir={log_dir}", "model.init_from=none", "trainer.max_steps=100000", "trainer.checkpoint_every_n_steps=3"]
+           f"log.log_dir={log_dir}", f"model.init_from={assets / 'tiny'}", "trainer.max_steps=100000",
+           "trainer.checkpoint_every_n_steps=3"]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.time() + 240
@@ -197,8 +194,8 @@ def test_killed_run_resumes_from_its_last_checkpoint(assets, dataset, tmp_path):
 
 def test_plain_training_script_uses_the_module(assets, dataset, tmp_path):
     out = tmp_path / "run"
-    proc = subprocess.run([sys.executable, "examples/nemo_style_training.py", "--data", str(dataset), "--model",
-                           "cosmos-tiny", "--base", str(assets / "dit"), "--out", str(out), "--steps", "2",
+    proc = subprocess.run([sys.executable, "examples/nemo_style_training.py", "--data", str(dataset),
+                           "--base", str(assets / "tiny"), "--out", str(out), "--steps", "2",
                            "--lr", "1e-3", "--precision", "32"], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     kind, weights = find_dit_checkpoint(str(out))
@@ -209,20 +206,26 @@ def test_plain_training_script_uses_the_module(assets, dataset, tmp_path):
     ("trainer.max_stepz=3", "bad override"),
     ("data.path=''", "data.path is not set"),
     ("model.name=Cosmos-9B", "unknown model"),
+    ("trainer.max_steps=-1", "trainer.max_steps must be at least 1"),
+    ("trainer.devices=0", "trainer.devices must be at least 1"),
+    ("trainer.checkpoint_every_n_steps=-1", "trainer.checkpoint_every_n_steps must be at least 1"),
+    ("diffusion.text_dropout=5", "diffusion.text_dropout must be in [0, 1]"),
+    ("optim.config.lr=-1", "optim.lr must be positive"),
 ])
 def test_bad_configuration_exits_2(dataset, tmp_path, capsys, override, message):
     rc = posttrain.main(["--recipe", RUN, f"data.path={dataset}", f"log.log_dir={tmp_path}", override])
     assert rc == 2 and message in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())  # nothing was started
 
 
-def test_data_parallel_under_torchrun(dataset, tmp_path):
+def test_data_parallel_under_torchrun(assets, dataset, tmp_path):
     from distributed import free_port
 
     log_dir = tmp_path / "nemo_experiments"
     proc = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={free_port()}",
          "-m", "nemo_cosmos.recipes.posttrain", "--recipe", RUN, f"data.path={dataset}", f"log.log_dir={log_dir}",
-         "model.init_from=none", "trainer.devices=2", "trainer.max_steps=4"],
+         f"model.init_from={assets / 'tiny'}", "trainer.devices=2", "trainer.max_steps=4"],
         capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert sorted(checkpoints(log_dir)) == [4] and sorted(losses(log_dir)) == [0, 1, 2, 3]

@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from nemo_cosmos.checkpoint import from_ours
-from nemo_cosmos.models import CosmosDiT, config_for_model, cosmos_7b_config, cosmos_14b_config
+from nemo_cosmos.models import CosmosDiT, cosmos_7b_config, cosmos_14b_config
+from nemo_cosmos.presets import MODELS, model_preset
 
 
 @pytest.mark.parametrize(
@@ -42,7 +43,15 @@ def test_presets_hold_the_published_hyperparameters():
 
 def test_unknown_model_name_is_a_clear_error():
     with pytest.raises(ValueError, match="unknown model 'Cosmos-9B'.*Cosmos-1.0-Diffusion-7B-Text2World"):
-        config_for_model("Cosmos-9B")
+        model_preset("Cosmos-9B")
+
+
+def test_registry_names_and_hub_ids_give_the_presets():
+    assert model_preset("nvidia/Cosmos-1.0-Diffusion-14B-Text2World").name == "Cosmos-1.0-Diffusion-14B-Text2World"
+    assert model_preset("Cosmos-1.0-Diffusion-7B-Text2World").dit_config().num_layers == 28
+    demo = model_preset("cosmos-demo")
+    assert demo.dit_config().hidden_size == 192 and demo.generation_defaults().num_frames == 17
+    assert "cosmos-tiny" not in MODELS
 
 
 def test_unknown_attention_backend_is_refused():

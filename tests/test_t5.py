@@ -23,7 +23,7 @@ def test_padding_positions_are_zero_and_prompt_positions_match_unpadded(tmp_path
 
 
 def test_missing_model_names_the_download(tmp_path):
-    with pytest.raises(FileNotFoundError, match="cannot load the T5 text encoder from .*hf download google-t5/t5-11b"):
+    with pytest.raises(FileNotFoundError, match="cannot load the T5 text encoder from .*python -m nemo_cosmos.recipes.download"):
         T5TextEncoder.from_pretrained(str(tmp_path / "nothing"))
 
 

@@ -120,10 +120,10 @@ def test_from_pretrained_reads_published_files_without_running_them(tmp_path):
 
 def test_from_pretrained_errors(tmp_path):
     cfg = tiny_tokenizer_config()
-    with pytest.raises(FileNotFoundError, match="encoder.jit.*hf download nvidia/Cosmos-1.0-Tokenizer-CV8x8x8"):
+    with pytest.raises(FileNotFoundError, match="encoder.jit.*nemo_cosmos.recipes.download.*nvidia/Cosmos-1.0-Tokenizer-CV8x8x8"):
         CV8x8x8Tokenizer.from_pretrained(tmp_path, cfg)
     save_tokenizer_files(randomize_(CV8x8x8Tokenizer(cfg)), tmp_path)
-    with pytest.raises(ValueError, match="do not fit CV8x8x8"):
+    with pytest.raises(ValueError, match="do not fit this CV8x8x8"):
         CV8x8x8Tokenizer.from_pretrained(tmp_path, tiny_tokenizer_config(num_res_blocks=3))
     (tmp_path / "decoder.jit").write_bytes(b"not a zip")
     with pytest.raises(ValueError, match="cannot read weights from .*decoder.jit"):

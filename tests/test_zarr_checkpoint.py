@@ -11,7 +11,6 @@ import os
 import pickle
 import re
 import shutil
-import types
 
 import ml_dtypes
 import numpy as np
@@ -146,7 +145,7 @@ def test_nemo_trained_fused_adaln_loads_fused(tmp_path):
 def test_experiment_tree_is_found_and_loads_everywhere(tmp_path):
     """A NeMo post-training run's nemo_experiments tree in zarr: found (newest step), and loaded by
     load_nemo_checkpoint, post-training's init_from and infer's --nemo_checkpoint."""
-    from nemo_cosmos.recipes.infer import load_dit
+    from nemo_cosmos.checkpoint import load_dit
     from nemo_cosmos.training.module import CosmosDiffusionModule
 
     cfg = tiny_config()
@@ -163,13 +162,11 @@ def test_experiment_tree_is_found_and_loads_everywhere(tmp_path):
     expected = {k: v.float() for k, v in sd.items()}
     assert_same(nd.load_nemo_checkpoint(find_dit_checkpoint(str(root))[1], cfg)[0], expected)
 
-    module = CosmosDiffusionModule(cfg)
-    module.load_base_weights(str(root))
+    module = CosmosDiffusionModule(cfg, init_from=str(root))
     assert_same(module.dit.state_dict(), expected)
     torch.testing.assert_close(module.logvar.linear.weight, tensors[nd.PREFIX + "logvar.1.weight"].float(), rtol=0, atol=0)
 
-    args = types.SimpleNamespace(nemo_checkpoint=str(newest), checkpoint_dir=None, device="cpu", model="cosmos-tiny")
-    assert_same(load_dit(args, None, cfg).state_dict(), expected)
+    assert_same(load_dit(str(newest), cfg, dtype=torch.float32).state_dict(), expected)
 
 
 def _one_line_error(exc_info, *fragments):

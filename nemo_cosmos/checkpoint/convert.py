@@ -137,8 +137,8 @@ def load_state_dict_checked(model: torch.nn.Module, state_dict: Mapping[str, tor
     model.load_state_dict(state_dict, strict=True, assign=assign)
 
 
-def load_original_model_pt(path: str | os.PathLike, config: CosmosDiTConfig) -> Dict[str, torch.Tensor]:
-    """Read NVIDIA's model.pt (safely: weights_only, memory-mapped) and convert it to our layout."""
+def read_model_pt(path: str | os.PathLike) -> Mapping[str, torch.Tensor]:
+    """NVIDIA's model.pt as a raw state dict, read safely (weights_only) and memory-mapped."""
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise MissingFileError(f"checkpoint file not found: {path}")
@@ -154,7 +154,13 @@ def load_original_model_pt(path: str | os.PathLike, config: CosmosDiTConfig) -> 
         raise BadInputError(f"cannot read {path} as a weights-only torch checkpoint: {first_line(e)}") from None
     if not isinstance(state_dict, Mapping) or not any(isinstance(k, str) and k.startswith("net.") for k in state_dict):
         raise BadInputError(f"{path} does not hold a Cosmos network state dict (no 'net.' keys)")
-    check_tensors({k: v for k, v in state_dict.items() if not _ignored("original", k)}, path)
+    return state_dict
+
+
+def load_original_model_pt(path: str | os.PathLike, config: CosmosDiTConfig) -> Dict[str, torch.Tensor]:
+    """Read NVIDIA's model.pt (read_model_pt) and convert it to our layout."""
+    state_dict = read_model_pt(path)
+    check_tensors({k: v for k, v in state_dict.items() if not _ignored("original", k)}, os.fspath(path))
     return to_ours(state_dict, config, "original")
 
 
@@ -170,7 +176,9 @@ def load_ours_safetensors(path: str | os.PathLike) -> Dict[str, torch.Tensor]:
     except Exception as e:  # a truncated or oversized header, not a safetensors file
         raise BadInputError(f"cannot read {path} as safetensors: {first_line(e)}") from None
     check_tensors(state_dict, path)
-    return {k: v.float() for k, v in state_dict.items()}
+    # copies, not views of the file's buffer: its tensors sit at any byte offset, and CPU matmul
+    # kernels round differently on misaligned data, so the same weights would give other results
+    return {k: v.to(torch.float32, copy=True) for k, v in state_dict.items()}
 
 
 def check_tensors(state_dict: Mapping, where: str) -> None:

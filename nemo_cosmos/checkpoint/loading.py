@@ -21,7 +21,7 @@ import torch
 from ..errors import BadInputError, first_line
 from ..models import CosmosDiT
 from ..models.config import CosmosDiTConfig, config_from_dict, config_to_dict
-from .convert import load_original_model_pt, load_state_dict_checked
+from .convert import load_original_model_pt, load_state_dict_checked, read_model_pt
 from .locate import NEMO, ORIGINAL, OURS, PIPELINE, find_dit_checkpoint
 from .nemo_dist import load_nemo_checkpoint, nemo_tensor_shapes, read_saved_context
 
@@ -111,11 +111,8 @@ def _layer_count_and_width(kind: str, path: str) -> Optional[tuple]:
         qkv = shapes.get("module.decoder.layers.full_self_attention.linear_proj.weight")
         return (qkv[0], qkv[-1]) if qkv else None
     if kind == ORIGINAL:
-        try:
-            sd = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-        except Exception:  # let the real load report it
-            return None
-        w = sd.get("net.x_embedder.proj.1.weight") if isinstance(sd, Mapping) else None
+        sd = read_model_pt(path)
+        w = sd.get("net.x_embedder.proj.1.weight")
         if w is None:
             return None
         layers = len({k.split(".")[2] for k in sd if k.startswith("net.blocks.block")})

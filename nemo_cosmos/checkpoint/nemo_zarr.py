@@ -25,7 +25,7 @@ import numpy as np
 import tensorstore as ts
 import torch
 
-rom ..errors import BadInputError
+from ..errors import BadInputError
 
 EXTRA_STATE = "_extra_state"
 

@@ -1,35 +1,36 @@
 """cosmos-demo: a small Text2World model of the same architecture as the published ones, trained by
 ``python -m nemo_cosmos.demo.train`` on the synthetic world of ``world.py`` and shipped in
-``assets/`` (DiT and tokenizer weights in safetensors, a small T5 encoder), so that the infer
-command does its job on any machine without downloading anything."""
+``assets/`` as a pipeline folder (``model_index.json`` with its configs and defaults, DiT and
+tokenizer weights in safetensors, a small T5 encoder), so that the infer command does its job on any
+machine without downloading anything."""
 
 from __future__ import annotations
 
+import json
 import os
 
-from ..models.config import CosmosDiTConfig, tiny_config
-from ..tokenizer import TokenizerConfig
+from ..presets import DEMO_DIR as ASSETS
+from ..presets import DEMO_MODEL, DIT_WEIGHTS, MODELS, TEXT_ENCODER_SUBDIR, TOKENIZER_SUBDIR
 
-ASSETS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "assets")
-DIT_FILE = os.path.join(ASSETS, "dit.safetensors")
-TOKENIZER_DIR = os.path.join(ASSETS, "tokenizer")
-T5_DIR = os.path.join(ASSETS, "t5")
-T5_WIDTH = 64
+DIT_FILE = os.path.join(ASSETS, DIT_WEIGHTS)
+TOKENIZER_DIR = os.path.join(ASSETS, TOKENIZER_SUBDIR)
+T5_DIR = os.path.join(ASSETS, TEXT_ENCODER_SUBDIR)
 
 
-def demo_dit_config(**overrides) -> CosmosDiTConfig:
-    params = dict(num_layers=6, hidden_size=192, num_attention_heads=3, kv_channels=64, adaln_lora_dim=64,
-                  crossattn_dim=T5_WIDTH, max_latent_size=(8, 16, 16), base_fps=8)
-    params.update(overrides)
-    return tiny_config(**params)
+def demo_dit_config(**overrides):
+    """The shipped DiT's config (from assets/model_index.json)."""
+    return MODELS[DEMO_MODEL].dit_config(**overrides)
 
 
-def demo_tokenizer_config(**overrides) -> TokenizerConfig:
-    params = dict(encoder_channels=(32, 64, 64, 64), decoder_channels=(64, 64, 64, 64), num_res_blocks=1,
-                  pixel_chunk_frames=17)
-    params.update(overrides)
-    return TokenizerConfig(**params)
+def demo_tokenizer_config():
+    """The shipped tokenizer's architecture (from assets/tokenizer/config.json)."""
+    from ..tokenizer import TokenizerConfig
+    from ..tokenizer.cv8x8x8 import CONFIG_FILE
+
+    with open(os.path.join(TOKENIZER_DIR, CONFIG_FILE), encoding="utf-8") as f:
+        return TokenizerConfig.from_dict(json.load(f))
 
 
 def available() -> bool:
+    """Whether the weights are shipped in this checkout (model_index.json always is)."""
     return all(os.path.exists(p) for p in (DIT_FILE, TOKENIZER_DIR, T5_DIR))

@@ -14,17 +14,17 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import os
 import shutil
+import sys
 import time
 
 import numpy as np
 import torch
 
-from . import T5_WIDTH, demo_dit_config, demo_tokenizer_config
+from . import demo_dit_config, demo_tokenizer_config
 from .world import BACKGROUND, FPS, VOCABULARY, all_captions, analyse, caption, render
 
 log = logging.getLogger("nemo_cosmos")
@@ -40,7 +40,7 @@ def make_t5(folder: str) -> None:
     tok.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", 1)])
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="</s>", unk_token="<unk>")
     torch.manual_seed(0)
-    model = T5EncoderModel(T5Config(vocab_size=len(vocab), d_model=T5_WIDTH, d_kv=16, num_heads=4, num_layers=2,
+    model = T5EncoderModel(T5Config(vocab_size=len(vocab), d_model=demo_dit_config().crossattn_dim, d_kv=16, num_heads=4, num_layers=2,
                                     d_ff=128, dropout_rate=0.0))
     model.save_pretrained(folder)
     fast.save_pretrained(folder)
@@ -120,7 +120,7 @@ def round_trip_accuracy(tok, device, repeats: int = 4) -> dict:
 
 
 def build_dataset(folder: str, tok, t5, device, n: int, seed: int) -> None:
-    from ..recipes.prepare_data import write_sample
+    from ..training.data import write_sample
 
     rng = np.random.default_rng(seed + 1)
     os.makedirs(folder, exist_ok=True)
@@ -139,20 +139,25 @@ def build_dataset(folder: str, tok, t5, device, n: int, seed: int) -> None:
 
 
 def evaluate(pipe, seeds=range(1)) -> dict:
-    """One generation per caption and seed (guidance 3, the empty negative prompt), judged by the detector."""
+    """One generation per caption and seed (the model's defaults: guidance 3, the empty negative
+    prompt), judged by the detector."""
     def judged(seed, i, want):
-        frames = pipe(caption(*want), negative_prompt="", guidance=3.0, num_steps=35, height=64, width=64,
-                      num_frames=17, fps=FPS, seed=seed * 100 + i, progress=False).frames
+        frames = pipe(caption(*want), seed=seed * 100 + i, progress=False)[0].frames
         return analyse(frames), want
 
     return accuracy(judged(seed, i, want) for seed in seeds for i, want in enumerate(all_captions()))
 
 
-def main() -> None:
-    logging.basicConfig(level=logging.INFO, format="[nemo_cosmos] %(message)s")
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "assets"))
-    p.add_argument("--work", default="cosmos-demo-work")
+PROG = "python -m nemo_cosmos.demo.train"
+
+
+def build_parser():
+    from ..utils import cli
+
+    p = cli.parser(PROG, __doc__, f"{PROG} --out my-demo --work /tmp/cosmos-demo", "demo.md")
+    p.add_argument("--out", default="cosmos-demo-assets",
+                   help="the pipeline folder to write (copy it over nemo_cosmos/demo/assets to ship it)")
+    p.add_argument("--work", default="cosmos-demo-work", help="dataset, checkpoints and scores")
     p.add_argument("--tokenizer_steps", type=int, default=4000, help="0: keep the tokenizer already in --out")
     p.add_argument("--tokenizer_batch", type=int, default=32)
     p.add_argument("--tokenizer_lr", type=float, default=2e-3)
@@ -161,27 +166,32 @@ def main() -> None:
     p.add_argument("--dit_steps", type=int, default=4000, help="0: stop after the tokenizer")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("overrides", nargs="*", help="post-training recipe overrides for the DiT, e.g. data.num_workers=8")
-    args = p.parse_args()
+    return p
+
+
+def run(args) -> int:
+    from ..checkpoint import load_dit
+    from ..pipeline import Text2WorldPipeline
+    from ..presets import DEMO_MODEL, MODELS, TEXT_ENCODER_SUBDIR, TOKENIZER_SUBDIR
+    from ..text import T5TextEncoder
+    from ..tokenizer import CV8x8x8Tokenizer
+    from ..training import recipe, train
+
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     t0 = time.perf_counter()
     os.makedirs(args.out, exist_ok=True)
 
-    t5_dir = os.path.join(args.out, "t5")
+    t5_dir = os.path.join(args.out, TEXT_ENCODER_SUBDIR)
     if not os.path.isdir(t5_dir):  # the DiT is trained against these exact (random) weights: keep them
         make_t5(t5_dir)
-    from ..text import T5TextEncoder
-
     t5 = T5TextEncoder.from_pretrained(t5_dir, device=device)
 
-    tok_dir = os.path.join(args.out, "tokenizer")
+    tok_dir = os.path.join(args.out, TOKENIZER_SUBDIR)
     if args.tokenizer_steps:
         tok = train_tokenizer(device, args.tokenizer_steps, args.tokenizer_batch, args.seed, args.object_weight,
                               args.tokenizer_lr)
-        os.makedirs(tok_dir, exist_ok=True)
-        tok.half().save_safetensors(os.path.join(tok_dir, "tokenizer.safetensors"))
-    from ..tokenizer import CV8x8x8Tokenizer
-
-    tok = CV8x8x8Tokenizer.from_pretrained(tok_dir, demo_tokenizer_config(), dtype=torch.float32).to(device)
+        tok.half().save_pretrained(tok_dir)
+    tok = CV8x8x8Tokenizer.from_pretrained(tok_dir, dtype=torch.float32).to(device)
     round_trip = round_trip_accuracy(tok, device)
     log.info("tokenizer round trip, detector agreement: %s", json.dumps(round_trip))
     log.info("tokenizer done at %.0f s", time.perf_counter() - t0)
@@ -189,38 +199,32 @@ def main() -> None:
     with open(os.path.join(args.work, "round_trip.json"), "w") as f:
         json.dump(round_trip, f)
     if not args.dit_steps:
-        return
+        return 0
 
     data = os.path.join(args.work, "data")
     shutil.rmtree(data, ignore_errors=True)
     build_dataset(data, tok, t5, device, args.clips, args.seed)
     log.info("dataset done at %.0f s", time.perf_counter() - t0)
 
-    from ..checkpoint import load_nemo_checkpoint
-    from ..recipes.posttrain import train
-    from ..training import recipe
-
     cfg = recipe("cosmos_demo_text2world_train", [f"data.path={data}", f"log.log_dir={args.work}/nemo_experiments",
                                                    f"trainer.max_steps={args.dit_steps}", "resume=false", *args.overrides])
-    final = train(cfg)
-    state_dict, _ = load_nemo_checkpoint(final, demo_dit_config())
-    from safetensors.torch import save_file
-
-    save_file({k: v.half().contiguous() for k, v in state_dict.items()}, os.path.join(args.out, "dit.safetensors"))
-    log.info("DiT done at %.0f s", time.perf_counter() - t0)
-
-    from ..checkpoint import load_ours_safetensors
-    from ..models import CosmosDiT
-    from ..pipeline import Text2WorldPipeline
-    dit = CosmosDiT(demo_dit_config())
-    dit.load_state_dict(load_ours_safetensors(os.path.join(args.out, "dit.safetensors")))
-    shipped_tok = CV8x8x8Tokenizer.from_pretrained(tok_dir, demo_tokenizer_config(), dtype=torch.float32)
-    pipe = Text2WorldPipeline(dit, shipped_tok, t5, device=device)
-    scores = evaluate(pipe)
+    dit = load_dit(train(cfg), dtype=torch.float32)
+    pipe = Text2WorldPipeline(dit, tok.cpu(), t5, device=device, check_prompt=MODELS[DEMO_MODEL].check_prompt(),
+                              defaults=MODELS[DEMO_MODEL].generation_defaults(), name=DEMO_MODEL)
+    pipe.save_pretrained(args.out, dit_dtype=torch.float16)
+    log.info("DiT done at %.0f s; the model is in %s", time.perf_counter() - t0, args.out)
+    scores = evaluate(Text2WorldPipeline.from_pretrained(args.out, device=device, guardrails=False))
     log.info("accuracy over the 32 captions: %s", json.dumps(scores))
     with open(os.path.join(args.work, "scores.json"), "w") as f:
         json.dump({**scores, "seconds": time.perf_counter() - t0}, f)
+    return 0
+
+
+def main(argv=None) -> int:
+    from ..utils import cli
+
+    return cli.run_cli(build_parser(), run, argv)
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

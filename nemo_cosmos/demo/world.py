@@ -39,15 +39,21 @@ def parse_caption(text: str) -> Optional[Tuple[str, str, str]]:
     return tuple(found) if all(found) else None
 
 
-def check_prompt(text: str) -> None:
-    """ValueError unless `text` is a caption of this world in its own words: the demo model cannot be
-    asked for anything else, which is why it needs no guardrails."""
-    unknown = [w for w in _words(text) if w not in VOCABULARY]
-    if unknown or parse_caption(text) is None:
-        raise ValueError(
+def check_prompt(text: str, subject_name: Optional[str] = None) -> None:
+    """BadInputError unless `text` is a caption of this world in its own words, with one colour, one
+    shape and one direction, and the post-training subject (if any) is made of its words too: the
+    demo model cannot be asked for anything else, which is why it needs no guardrails."""
+    from ..errors import BadInputError, shorten
+
+    words = _words(text)
+    unknown = [w for w in words + _words(subject_name or "") if w not in VOCABULARY]
+    counts = [len({w for w in words if w in group}) for group in (COLORS, SHAPES, DIRECTIONS)]
+    if unknown or counts != [1, 1, 1]:
+        why = (f"unknown word {shorten(unknown[0], 40)}" if unknown else
+               "it names " + ", ".join(f"{n} {kind}" for n, kind in zip(counts, ("colours", "shapes", "directions"))))
+        raise BadInputError(
             f"cosmos-demo draws one shape: 'a <{'|'.join(COLORS)}> <{'|'.join(SHAPES)}> moving <{'|'.join(DIRECTIONS)}>'; "
-            f"got {text!r}" + (f" (unknown word {unknown[0]!r})" if unknown else "")
-        )
+            f"got {shorten(text)} ({why})")
 
 
 def render(color: str, shape: str, direction: str, rng: np.random.Generator) -> np.ndarray:

@@ -15,35 +15,36 @@ dataset layout, so NeMo's loader reads them too (docs/post_training.md):
     {i}.info.json               source size, fps, clip start, prompt
 
 Videos that cannot be read or are too short are reported and skipped; the run fails if none is usable.
+An output folder that already holds samples is refused unless ``--overwrite`` is given, which replaces
+it as a whole once the new dataset is complete.
 """
 
 from __future__ import annotations
 
-import argparse
 import glob
 import logging
 import os
 import random
+import shutil
 import sys
+import tempfile
 from typing import Iterator, List, Optional, Tuple
 
-import numpy as np
-import torch
-from torch.nn import functional as F
+if not __package__:  # run by path: make the package importable
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
-from ..pipeline import subject_prompt
-from ..text import T5TextEncoder
-from ..tokenizer import CV8x8x8Tokenizer, check_num_frames
-from ..utils.video import write_json, write_tensor
-from .models import MODELS, hub_snapshot, model_entry
-from ..errors import first_line
+import numpy as np  # noqa: E402
+
+from nemo_cosmos.errors import BadInputError, MissingFileError, OutputError, first_line, shorten  # noqa: E402
+from nemo_cosmos.presets import DEFAULT_MODEL, MODELS, subject_prompt  # noqa: E402
+from nemo_cosmos.utils import cli  # noqa: E402
 
 log = logging.getLogger("nemo_cosmos")
-EXIT_BAD_INPUT = 2
+PROG = "python -m nemo_cosmos.recipes.prepare_data"
 
 
 def read_video(path: str) -> Tuple[List[np.ndarray], float]:
-    """All frames (uint8 [H, W, 3]) and the frame rate; ValueError if the file is not a readable video."""
+    """All frames (uint8 [H, W, 3]) and the frame rate; BadInputError if the file is not a readable video."""
     import imageio.v2 as imageio
 
     try:
@@ -52,14 +53,17 @@ def read_video(path: str) -> Tuple[List[np.ndarray], float]:
         frames = [np.asarray(f)[..., :3] for f in reader]
         reader.close()
     except Exception as e:
-        raise ValueError(f"cannot read {os.path.basename(path)} as a video ({first_line(e)})") from None
+        raise BadInputError(f"cannot read {os.path.basename(path)} as a video ({first_line(e)})") from None
     if not frames:
-        raise ValueError(f"{os.path.basename(path)} has no frames")
+        raise BadInputError(f"{os.path.basename(path)} has no frames")
     return frames, fps
 
 
-def resize_crop(frames: List[np.ndarray], height: int, width: int) -> torch.Tensor:
+def resize_crop(frames: List[np.ndarray], height: int, width: int):
     """[T, H, W, 3] uint8 -> [3, T, height, width] in [-1, 1]: scaled to cover, centre-cropped."""
+    import torch
+    from torch.nn import functional as F
+
     video = torch.from_numpy(np.stack(frames)).permute(0, 3, 1, 2).float()  # [T, 3, h, w]
     h, w = video.shape[-2:]
     scale = max(height / h, width / w)
@@ -83,20 +87,23 @@ def clip_starts(total: int, length: int, num_chunks: int, rng: random.Random) ->
 
 def caption_for(video_path: str) -> Optional[str]:
     txt = os.path.splitext(video_path)[0] + ".txt"
-    if os.path.isfile(txt):
-        with open(txt) as f:
+    if not os.path.isfile(txt):
+        return None
+    try:
+        with open(txt, encoding="utf-8") as f:
             return f.read().strip() or None
-    return None
+    except UnicodeDecodeError:
+        raise BadInputError(f"caption {txt} is not UTF-8 text") from None
 
 
 def samples(videos: List[str], num_frames: int, num_chunks: int, height: int, width: int,
-            seed: int) -> Iterator[Tuple[str, torch.Tensor, dict]]:
+            seed: int) -> Iterator[Tuple[str, object, dict]]:
     """(video path, clip [3, T, H, W], info) for every usable clip; reports what it skips."""
     rng = random.Random(seed)
     for path in videos:
         try:
             frames, fps = read_video(path)
-        except ValueError as e:
+        except BadInputError as e:
             log.warning("skipped: %s", e)
             continue
         if len(frames) < num_frames:
@@ -110,83 +117,125 @@ def samples(videos: List[str], num_frames: int, num_chunks: int, height: int, wi
                                "video_path": os.path.basename(path), "start_frame": start}
 
 
-def write_sample(base: str, latent: torch.Tensor, text: torch.Tensor, info: dict) -> None:
-    """One sample of the dataset layout; info.json is written last and marks it complete."""
-    write_tensor(base + ".video_latent.pth", latent)
-    write_tensor(base + ".t5_text_embeddings.pth", text)
-    write_tensor(base + ".t5_text_mask.pth", torch.ones(text.shape[0], dtype=text.dtype))
-    write_json(base + ".info.json", info)
-
-
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m nemo_cosmos.recipes.prepare_data", description=__doc__.split("\n\n")[0])
+def build_parser():
+    p = cli.parser(PROG, __doc__, f'{PROG} --input_video_dir videos/ --subject_name "teal robot" --output_dir data/teal_robot',
+                   "post_training.md")
     p.add_argument("--input_video_dir", required=True, help="folder of *.mp4 (optional <name>.txt captions beside them)")
     p.add_argument("--subject_name", required=True, help='what the videos show, e.g. "teal robot"')
     p.add_argument("--output_dir", required=True)
-    p.add_argument("--model", default="Cosmos-1.0-Diffusion-7B-Text2World", help=f"one of: {', '.join(MODELS)}")
-    p.add_argument("--height", type=int, default=704)
-    p.add_argument("--width", type=int, default=1280)
-    p.add_argument("--num_frames", type=int, default=121)
+    p.add_argument("--overwrite", action="store_true", help="replace an output folder that already holds samples")
+    p.add_argument("--model", default=DEFAULT_MODEL, help=f"one of: {', '.join(MODELS)} (its tokenizer, T5 and size)")
+    p.add_argument("--height", type=int, default=None, help="default: the model's (704; 64 for cosmos-demo)")
+    p.add_argument("--width", type=int, default=None, help="default: the model's (1280; 64 for cosmos-demo)")
+    p.add_argument("--num_frames", type=int, default=None, help="8k+1; default: the model's (121; 17 for cosmos-demo)")
     p.add_argument("--num_chunks", type=int, default=1, help="clips per video (the first starts at frame 0)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--tokenizer_dir", default="", help="CV8x8x8 tokenizer files (default: Hugging Face cache)")
-    p.add_argument("--t5_path", default="", help="T5 encoder (default: google-t5/t5-11b from the cache)")
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--tokenizer_dir", default="", help="CV8x8x8 tokenizer folder (default: the model's)")
+    p.add_argument("--t5_path", default="", help="T5 encoder folder or Hub name (default: the model's)")
+    p.add_argument("--device", default=None, help="cuda, cuda:N or cpu (default: cuda when there is a GPU)")
+    p.add_argument("--no_progress", action="store_true", help="no progress bar")
     return p
 
 
+def _check_output(path: str, overwrite: bool) -> None:
+    from nemo_cosmos.training.data import sample_ids
+
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise OutputError(f"--output_dir {path} is a file")
+    if os.path.isdir(path) and os.listdir(path) and not overwrite:
+        held = f"{len(sample_ids(path))} samples" if sample_ids(path) else "other files"
+        raise OutputError(f"--output_dir {path} already holds {held}; give another folder, or --overwrite to "
+                          "replace it")
+    parent = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(parent) or not os.access(parent, os.W_OK | os.X_OK):
+        raise OutputError(f"--output_dir: folder {parent} does not exist or is not writable")
+
+
 def run(args) -> int:
-    entry = model_entry(args.model)
-    tok_cfg = entry.tokenizer()
-    check_num_frames(tok_cfg, args.num_frames)
-    step = tok_cfg.spatial_compression * 2
-    for name, value in (("height", args.height), ("width", args.width)):
-        if value <= 0 or value % step:
-            raise ValueError(f"--{name} {value} must be a positive multiple of {step}")
+    import torch
+    from tqdm import tqdm
+
+    from nemo_cosmos.checkpoint.hub import download_command, ensure_local
+    from nemo_cosmos.pipeline import check_settings, resolve_device
+    from nemo_cosmos.sources import resolve_source
+    from nemo_cosmos.text import T5TextEncoder
+    from nemo_cosmos.tokenizer import CV8x8x8Tokenizer
+    from nemo_cosmos.training.data import write_sample
+
+    if args.num_chunks < 1:
+        raise BadInputError(f"--num_chunks must be at least 1; got {args.num_chunks}")
     if not os.path.isdir(args.input_video_dir):
-        raise FileNotFoundError(f"--input_video_dir {args.input_video_dir} is not a folder")
+        raise MissingFileError(f"--input_video_dir {args.input_video_dir} is not a folder")
     videos = sorted(glob.glob(os.path.join(args.input_video_dir, "*.mp4")))
     if not videos:
-        raise FileNotFoundError(f"no .mp4 files in {args.input_video_dir}")
+        raise MissingFileError(f"no .mp4 files in {args.input_video_dir}")
+    _check_output(args.output_dir, args.overwrite)
+    device = resolve_device(args.device)
+    src = resolve_source(args.model, tokenizer=args.tokenizer_dir or None, text_encoder=args.t5_path or None)
+    height = args.height or src.defaults.height
+    width = args.width or src.defaults.width
+    num_frames = args.num_frames or src.defaults.num_frames
+    dit_cfg, tok_cfg = src.dit_config(), src.tokenizer_config()
+    check_settings(dit_cfg, tok_cfg, height=height, width=width, num_frames=num_frames, num_steps=1,
+                   fps=src.defaults.fps, guidance=0.0)
+    check_prompt = src.preset.check_prompt() if src.preset is not None else None
+    if check_prompt is not None:
+        try:
+            check_prompt("a red circle moving up", args.subject_name)
+        except BadInputError:
+            log.warning("%s's text encoder knows only its own words: %s reaches it as unknown tokens",
+                        src.name, shorten(args.subject_name))
+    src.adopt_downloads(ensure_local([i for i in src.hub_items() if i is not src.dit_item],
+                                     download_command(src.name, False, False)))
 
-    tok_dir = args.tokenizer_dir or (entry.tokenizer_repo and hub_snapshot(entry.tokenizer_repo, ["*.jit", "mean_std.pt"], "the CV8x8x8 tokenizer"))
-    if not tok_dir:
-        raise ValueError(f"--model {args.model} needs --tokenizer_dir")
-    t5_path = args.t5_path or entry.t5
-    if not t5_path:
-        raise ValueError(f"--model {args.model} needs --t5_path")
-    dtype = entry.dit().params_dtype
-    tokenizer = CV8x8x8Tokenizer.from_pretrained(tok_dir, tok_cfg, dtype=dtype).to(args.device).eval()
-    t5 = T5TextEncoder.from_pretrained(t5_path, device=args.device)
-
-    os.makedirs(args.output_dir, exist_ok=True)
+    tokenizer = CV8x8x8Tokenizer.from_pretrained(src.tokenizer, tok_cfg, dtype=dit_cfg.params_dtype).to(device).eval()
+    t5 = T5TextEncoder.from_pretrained(src.text_encoder, device=device)
+    parent = os.path.dirname(os.path.abspath(args.output_dir))
+    staging = tempfile.mkdtemp(prefix=f".{os.path.basename(os.path.abspath(args.output_dir))}.", dir=parent)
     embeddings = {}
     count, used = 0, set()
-    with torch.no_grad():
-        for path, clip, info in samples(videos, args.num_frames, args.num_chunks, args.height, args.width, args.seed):
-            prompt = subject_prompt(caption_for(path) or "", args.subject_name).strip()
-            if prompt not in embeddings:
-                embeddings[prompt] = t5.encode([prompt])[0].to(dtype).cpu()
-            latent = tokenizer.encode(clip[None].to(args.device, dtype))[0].cpu()
-            write_sample(os.path.join(args.output_dir, str(count)), latent, embeddings[prompt], {**info, "prompt": prompt})
-            count += 1
-            used.add(path)
-    skipped = len(videos) - len(used)
-    log.info("prepared %d samples from %d videos in %s (%d skipped)", count, len(used), args.output_dir, skipped)
-    if count == 0:
-        raise ValueError(f"none of the {len(videos)} videos in {args.input_video_dir} was usable (see the warnings above)")
-    return count
+    try:
+        total = len(videos) * args.num_chunks
+        bar = tqdm(total=total, desc="clips", unit="clip", disable=args.no_progress)
+        with torch.no_grad():
+            for path, clip, info in samples(videos, num_frames, args.num_chunks, height, width, args.seed):
+                prompt = subject_prompt(caption_for(path) or "", args.subject_name).strip()
+                if prompt not in embeddings:
+                    embeddings[prompt] = t5.encode([prompt])[0].to(dit_cfg.params_dtype).cpu()
+                latent = tokenizer.encode(clip[None].to(device, dit_cfg.params_dtype))[0].cpu()
+                write_sample(os.path.join(staging, str(count)), latent, embeddings[prompt], {**info, "prompt": prompt})
+                count += 1
+                used.add(path)
+                bar.update(1)
+        bar.close()
+        if count == 0:
+            raise BadInputError(f"none of the {len(videos)} videos in {args.input_video_dir} was usable "
+                                "(see the warnings above)")
+        os.chmod(staging, 0o777 & ~_umask())
+        # the new dataset replaces the old folder only once complete
+        old = None
+        if os.path.isdir(args.output_dir):
+            old = tempfile.mkdtemp(prefix=".old.", dir=parent)
+            os.rmdir(old)
+            os.replace(args.output_dir, old)
+        os.replace(staging, args.output_dir)
+        if old:
+            shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    log.info("prepared %d samples from %d videos in %s (%d skipped)", count, len(used), args.output_dir,
+             len(videos) - len(used))
+    return cli.EXIT_OK
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def main(argv=None) -> int:
-    logging.basicConfig(level=logging.INFO, format="[nemo_cosmos] %(message)s")
-    args = build_parser().parse_args(argv)
-    try:
-        run(args)
-    except (ValueError, FileNotFoundError, KeyError) as e:
-        print(f"error: {e.args[0] if e.args else e}", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    return 0
+    return cli.run_cli(build_parser(), run, argv)
 
 
 if __name__ == "__main__":

@@ -128,18 +128,52 @@ RECIPES = {
 
 
 def recipe(name: str, overrides: Optional[List[str]] = None) -> PostTrainConfig:
-    """A named recipe with ``section.field=value`` overrides applied (an OmegaConf DictConfig)."""
+    """A named recipe with ``section.field=value`` overrides applied (an OmegaConf DictConfig),
+    checked (``validate``)."""
     from omegaconf import OmegaConf
     from omegaconf.errors import OmegaConfBaseException
 
+    from ..errors import BadInputError, first_line
+
     if name not in RECIPES:
-        raise ValueError(f"unknown recipe {name!r}; expected one of: {', '.join(RECIPES)}")
+        raise BadInputError(f"unknown recipe {name!r}; expected one of: {', '.join(RECIPES)}")
     cfg = OmegaConf.structured(RECIPES[name]())
     try:
         for item in overrides or []:
             if "=" not in item:
-                raise ValueError(f"override {item!r} is not of the form section.field=value")
+                raise BadInputError(f"override {item!r} is not of the form section.field=value")
+            if item.startswith("optim.config."):
+                item = "optim." + item[len("optim.config."):]
             cfg.merge_with(OmegaConf.from_dotlist([item]))
     except OmegaConfBaseException as e:
-        raise ValueError(f"bad override: {str(e).splitlines()[0]}") from None
+        raise BadInputError(f"bad override: {first_line(e)}") from None
+    validate(cfg)
     return cfg
+
+
+def validate(cfg) -> None:
+    """BadInputError for a value no run can use (checked before anything is built)."""
+    from ..errors import BadInputError
+
+    checks = [
+        (cfg.trainer.max_steps >= 1, f"trainer.max_steps must be at least 1; got {cfg.trainer.max_steps}"),
+        (cfg.trainer.devices >= 1, f"trainer.devices must be at least 1; got {cfg.trainer.devices}"),
+        (cfg.trainer.checkpoint_every_n_steps >= 1,
+         f"trainer.checkpoint_every_n_steps must be at least 1; got {cfg.trainer.checkpoint_every_n_steps}"),
+        (cfg.trainer.log_every_n_steps >= 1, f"trainer.log_every_n_steps must be at least 1; got {cfg.trainer.log_every_n_steps}"),
+        (cfg.trainer.save_top_k == -1 or cfg.trainer.save_top_k >= 1,
+         f"trainer.save_top_k must be -1 (keep all) or at least 1; got {cfg.trainer.save_top_k}"),
+        (0.0 <= cfg.diffusion.text_dropout <= 1.0, f"diffusion.text_dropout must be in [0, 1]; got {cfg.diffusion.text_dropout}"),
+        (cfg.diffusion.p_std > 0, f"diffusion.p_std must be positive; got {cfg.diffusion.p_std}"),
+        (cfg.optim.lr > 0, f"optim.lr must be positive; got {cfg.optim.lr}"),
+        (cfg.optim.grad_clip >= 0, f"optim.grad_clip must be 0 (off) or positive; got {cfg.optim.grad_clip}"),
+        (len(cfg.optim.betas) == 2 and all(0 <= b < 1 for b in cfg.optim.betas),
+         f"optim.betas must be two numbers in [0, 1); got {list(cfg.optim.betas)}"),
+        (cfg.data.micro_batch_size >= 1, f"data.micro_batch_size must be at least 1; got {cfg.data.micro_batch_size}"),
+        (cfg.data.num_workers >= 0, f"data.num_workers must be 0 or more; got {cfg.data.num_workers}"),
+        (cfg.trainer.precision in ("32", "32-true", "bf16-mixed", "bf16-true", "16-mixed"),
+         f"trainer.precision must be 32, bf16-mixed or 16-mixed; got {cfg.trainer.precision!r}"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise BadInputError(message)

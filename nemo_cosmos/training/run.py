@@ -42,22 +42,26 @@ def _strategy(cfg):
 
 
 def base_weights(cfg) -> str:
-    """The checkpoint a run starts from: model.init_from, else the published weights of model.name
-    (from the Hugging Face cache, downloaded if needed); "" for a random start."""
+    """The checkpoint a run starts from: model.init_from (a path, or a model name for its published
+    or built-in weights), else the weights of model.name (from the Hugging Face cache, downloaded if
+    needed); "" for a random start."""
     from ..checkpoint.hub import download_command, ensure_local
     from ..presets import model_preset
     from ..sources import resolve_source
 
+    from ..presets import MODELS
+
     if cfg.model.init_from == "none":
         return ""
-    if cfg.model.init_from:
+    if cfg.model.init_from and cfg.model.init_from not in MODELS:
         return cfg.model.init_from
-    if not cfg.model.name:
+    name = cfg.model.init_from or cfg.model.name
+    if not name:
         raise BadInputError("set model.name (a published model) or model.init_from (a checkpoint)")
-    preset = model_preset(cfg.model.name)
+    preset = model_preset(name)
     if preset.repo is None and preset.builtin_dir is None:
         raise BadInputError(f"model {cfg.model.name} has no published weights: set model.init_from")
-    src = resolve_source(cfg.model.name)
+    src = resolve_source(name)
     if src.dit_item is not None:
         src.adopt_downloads(ensure_local([src.dit_item], download_command(preset.name, False, False)))
     return src.checkpoint.path
