@@ -1,8 +1,9 @@
 """Configuration of the Cosmos-1.0 diffusion transformer ("GeneralDIT") as a Megatron-Core config.
 
-The field names Megatron-Core already has (``num_layers``, ``hidden_size``, ``num_attention_heads``,
-``kv_channels``, ``ffn_hidden_size``, ``layernorm_epsilon``, ``context_parallel_size``, ``params_dtype``)
-keep their Megatron meaning; the Cosmos-specific ones are added below.
+The field names Megatron-Core already has and the DiT reads (``num_layers``, ``hidden_size``,
+``num_attention_heads``, ``kv_channels``, ``ffn_hidden_size``, ``layernorm_epsilon``, ``params_dtype``)
+keep their Megatron meaning; the Cosmos-specific ones are added below. Parallel sizes are not read from
+here: ``parallelize_dit`` and the training strategy apply them.
 """
 
 from __future__ import annotations
@@ -41,14 +42,11 @@ class CosmosDiTConfig(TransformerConfig):
     extra_pos_emb: bool = True
     """The learnable absolute position embedding added at the start of every block."""
     attention_backend: str = "auto"
-    """torch SDPA kernel for the local spec: "auto" (torch decides), "flash", "cudnn", "efficient", "math"."""
+    """torch SDPA kernel for the local spec: "auto" (torch decides), "flash", "cudnn", "efficient", "math";
+    or "fp8" for cuDNN's FP8 self-attention (Hopper, cudnn-frontend; set by apply_fp8)."""
     rope_in_model_dtype: bool = True
     """NVIDIA's code casts the RoPE buffers with the model, so a bf16 model computes the angles in
     bf16. Keeping that rounding reproduces the reference; set False for float32 angles (diffusers)."""
-
-    @property
-    def head_dim(self) -> int:
-        return self.kv_channels
 
     @property
     def patch_size(self) -> Tuple[int, int, int]:
