@@ -181,10 +181,12 @@ def test_bad_input_exits_2_without_a_file(assets, tmp_path, capsys, monkeypatch,
 
 
 def test_output_folder_that_is_read_only_or_a_folder_is_refused(assets, tmp_path, capsys):
+    folder = tmp_path / "folder.mp4"
+    folder.mkdir()
+    assert main(infer_args(assets, folder, "--prompt", "a cube")) == 2
+    assert "is a folder" in capsys.readouterr().err
     ro = tmp_path / "ro"
     ro.mkdir()
-    assert main(infer_args(assets, ro, "--prompt", "a cube")) == 2
-    assert "is a folder" in capsys.readouterr().err
     ro.chmod(0o500)
     try:
         if os.access(ro, os.W_OK):
