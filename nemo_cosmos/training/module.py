@@ -110,7 +110,7 @@ class CosmosDiffusionModule(pl.LightningModule):
         now = time.perf_counter()
         if self._t_last is not None:
             samples = batch["x0"].shape[0] * self.trainer.world_size
-            self.log("samples_per_s", samples / (now - self._t_last), prog_bar=True, on_step=True, batch_size=1)
+            self.log("samples/s", samples / (now - self._t_last), prog_bar=True, on_step=True, batch_size=1)
         self._t_last = now
 
     def configure_optimizers(self):

@@ -34,6 +34,36 @@ def _loggers(run_dir: str, cfg):
     return loggers
 
 
+def _step_bar():
+    """A progress bar over training steps. The run is step-based (StepSampler) and Lightning's
+    "epoch" counter does not count passes over the data, so the bar shows step / max_steps."""
+    from lightning.pytorch.callbacks import TQDMProgressBar
+
+    class StepProgressBar(TQDMProgressBar):
+        def on_train_epoch_start(self, trainer, *_):
+            bar = self.train_progress_bar
+            if bar.total != trainer.max_steps:
+                bar.reset(total=trainer.max_steps)
+                bar.n = trainer.global_step
+                bar.set_description("training steps")
+
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            bar = self.train_progress_bar
+            bar.n = trainer.global_step
+            bar.set_postfix(self.get_metrics(trainer, pl_module), refresh=False)
+            bar.refresh()
+
+        def on_train_epoch_end(self, trainer, pl_module):
+            pass
+
+        def get_metrics(self, trainer, pl_module):
+            metrics = super().get_metrics(trainer, pl_module)
+            metrics.pop("v_num", None)
+            return metrics
+
+    return StepProgressBar()
+
+
 def _strategy(cfg):
     if cfg.trainer.devices > 1 or world_size_from_env() > 1:
         return CosmosDDPStrategy(process_group_backend="nccl" if torch.cuda.is_available() else "gloo")
@@ -115,8 +145,8 @@ def build(cfg):
     trainer = pl.Trainer(
         max_steps=cfg.trainer.max_steps, max_epochs=-1, accelerator=cfg.trainer.accelerator,
         devices=cfg.trainer.devices, strategy=_strategy(cfg), precision=cfg.trainer.precision,
-        plugins=[NeMoCheckpointIO(module.config, model=name)], callbacks=[checkpoints],
-        logger=_loggers(run_dir, cfg), log_every_n_steps=cfg.trainer.log_every_n_steps,
+        plugins=[NeMoCheckpointIO(module.config, model=name)], callbacks=[checkpoints, _step_bar()],
+        logger=_loggers(run_dir, cfg), log_every_n_steps=min(cfg.trainer.log_every_n_steps, cfg.trainer.max_steps),
         gradient_clip_val=cfg.optim.grad_clip, use_distributed_sampler=False, limit_val_batches=0,
         num_sanity_val_steps=0, enable_model_summary=False,
     )

@@ -42,7 +42,8 @@ def _rank() -> Optional[int]:
 class _DropNoise(logging.Filter):
     """Lightning's advertisements and accelerator inventory: nothing a user of ours acts on."""
 
-    PREFIXES = ("💡 Tip", "TPU available", "HPU available", "GPU available", "You are using a CUDA device")
+    PREFIXES = ("💡 Tip", "TPU available", "HPU available", "GPU available", "You are using a CUDA device",
+                "`Trainer.fit` stopped")
 
     def filter(self, record: logging.LogRecord) -> bool:
         return not str(record.msg).startswith(self.PREFIXES)
