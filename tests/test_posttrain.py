@@ -207,7 +207,7 @@ def test_plain_training_script_uses_the_module(assets, dataset, tmp_path):
     ("data.path=''", "data.path is not set"),
     ("model.name=Cosmos-9B", "unknown model"),
     ("trainer.max_steps=-1", "trainer.max_steps must be at least 1"),
-    ("trainer.devices=0", "trainer.devices must be at least 1"),
+    ("trainer.devices=-1", "trainer.devices must be 0 (as many as torchrun started) or more"),
     ("trainer.checkpoint_every_n_steps=-1", "trainer.checkpoint_every_n_steps must be at least 1"),
     ("diffusion.text_dropout=5", "diffusion.text_dropout must be in [0, 1]"),
     ("optim.config.lr=-1", "optim.lr must be positive"),

@@ -19,9 +19,17 @@ def _is_weights_dir(path: str) -> bool:
     return os.path.isfile(os.path.join(path, "metadata.json"))
 
 
-def experiment_checkpoints(root: str, max_depth: int = 6) -> List[str]:
+def _is_checkpoint(path: str, with_weights: bool) -> bool:
+    if _is_weights_dir(os.path.join(path, "weights")):
+        return True
+    # a LoRA run's checkpoint holds its adapters instead of the whole DiT
+    return not with_weights and os.path.isfile(os.path.join(path, "lora", "adapter_config.json"))
+
+
+def experiment_checkpoints(root: str, max_depth: int = 6, with_weights: bool = True) -> List[str]:
     """Every complete ``.../checkpoints/epoch=E-step=S`` folder under `root` (one with
-    ``weights/metadata.json``; a save still in progress has none), oldest step first."""
+    ``weights/metadata.json``, or with `with_weights` False also a LoRA run's ``lora/``; a save in
+    progress is written elsewhere and renamed into place), oldest step first."""
     found = []
     root = os.path.abspath(root)
     for dirpath, dirnames, _ in os.walk(root):
@@ -32,14 +40,14 @@ def experiment_checkpoints(root: str, max_depth: int = 6) -> List[str]:
             for name in dirnames:
                 m = _STEP.search(name)
                 full = os.path.join(dirpath, name)
-                if m and _is_weights_dir(os.path.join(full, "weights")):
+                if m and _is_checkpoint(full, with_weights):
                     found.append((int(m.group(1)), os.path.getmtime(full), full))
             dirnames[:] = []
     return [path for _, _, path in sorted(found)]
 
 
-def latest_experiment_checkpoint(root: str) -> Optional[str]:
-    found = experiment_checkpoints(root)
+def latest_experiment_checkpoint(root: str, with_weights: bool = True) -> Optional[str]:
+    found = experiment_checkpoints(root, with_weights=with_weights)
     return found[-1] if found else None
 
 

@@ -26,8 +26,7 @@ import logging
 import os
 import pickle
 import shutil
-import tempfile
-from typing import Callable, Dict, Iterator, List, Mapping, Tuple
+from typing import Callable, Dict, Iterator, List, Mapping, Sequence, Tuple
 
 import torch
 import torch.distributed as dist
@@ -127,29 +126,42 @@ def split_adaln(layer_sd: Mapping[str, torch.Tensor], where: str) -> Dict[str, t
     return out
 
 
-def to_nemo(state_dict: Mapping[str, torch.Tensor], config: CosmosDiTConfig,
-            extras: Mapping[str, torch.Tensor] | None = None) -> Dict[str, torch.Tensor]:
-    """Our state dict -> NeMo's tensors (global ones, and per-layer ones stacked on a leading axis).
-    `extras` gives values for NeMo's tensors outside the network (e.g. a trained ``logvar.*``)."""
-    glob, layer = nemo_key_map(config)
-    out = {theirs: state_dict[ours] for ours, theirs in glob.items()}
-    per_layer = []
-    for i in range(config.num_layers):
-        pre = f"layers.{i}."
-        sd = {k[len(pre):]: v for k, v in state_dict.items() if k.startswith(pre)}
-        if not config.adaln_fused:
-            sd = fuse_adaln(sd)
-        for ours, n in _INTERLEAVED.items():
-            sd[ours] = _interleave(sd[ours], n, config.num_attention_heads)
-        per_layer.append(sd)
-    for ours, theirs in layer.items():
-        out[theirs] = torch.stack([sd[ours] for sd in per_layer])
+def nemo_layer(layer_sd: Mapping[str, torch.Tensor], config: CosmosDiTConfig) -> Dict[str, torch.Tensor]:
+    """One layer of our state dict (keys relative to ``layers.<i>.``) -> NeMo's tensors of that layer,
+    unstacked (the stacked key's slice i)."""
+    sd = dict(layer_sd) if config.adaln_fused else fuse_adaln(layer_sd)
+    for ours, n in _INTERLEAVED.items():
+        sd[ours] = _interleave(sd[ours], n, config.num_attention_heads)
+    return {theirs: sd[ours] for ours, theirs in nemo_key_map(config)[1].items()}
+
+
+def nemo_globals(state_dict: Mapping[str, torch.Tensor], config: CosmosDiTConfig,
+                 extras: Mapping[str, torch.Tensor] | None = None) -> Dict[str, torch.Tensor]:
+    """NeMo's tensors outside the layers: the network's, then NeMo's own (``pos_embedder.seq``,
+    ``logvar.*``), whose values `extras` may give (e.g. a trained ``logvar.*``)."""
+    out = {theirs: state_dict[ours] for ours, theirs in nemo_key_map(config)[0].items()}
     dtype = state_dict["t_norm.weight"].dtype
     extras = dict(extras or {})
     unknown = sorted(extras.keys() - _NEMO_ONLY.keys())
     if unknown:
         raise KeyError(f"not a NeMo-only tensor: {unknown[0]!r}")
     out.update({PREFIX + k: extras.get(k, make(config)).to(dtype) for k, make in _NEMO_ONLY.items()})
+    return out
+
+
+def layer_items(state_dict: Mapping[str, torch.Tensor], i: int) -> Dict[str, torch.Tensor]:
+    pre = f"layers.{i}."
+    return {k[len(pre):]: v for k, v in state_dict.items() if k.startswith(pre)}
+
+
+def to_nemo(state_dict: Mapping[str, torch.Tensor], config: CosmosDiTConfig,
+            extras: Mapping[str, torch.Tensor] | None = None) -> Dict[str, torch.Tensor]:
+    """Our state dict -> NeMo's tensors (global ones, and per-layer ones stacked on a leading axis).
+    `extras` gives values for NeMo's tensors outside the network (e.g. a trained ``logvar.*``)."""
+    out = nemo_globals(state_dict, config, extras)
+    per_layer = [nemo_layer(layer_items(state_dict, i), config) for i in range(config.num_layers)]
+    for theirs in per_layer[0]:
+        out[theirs] = torch.stack([sd[theirs] for sd in per_layer])
     return out
 
 
@@ -410,23 +422,38 @@ def read_nemo_extras(path: str) -> Dict[str, torch.Tensor]:
 
 
 def save_nemo_checkpoint(state_dict: Mapping[str, torch.Tensor], config: CosmosDiTConfig, ckpt_dir: str,
-                         extra_context: dict | None = None, extras: Mapping[str, torch.Tensor] | None = None) -> str:
+                         extra_context: dict | None = None, extras: Mapping[str, torch.Tensor] | None = None,
+                         layers: Sequence[int] | None = None) -> str:
     """Write `ckpt_dir`/weights (NeMo's tensor names, torch_dist) and `ckpt_dir`/context. All ranks
-    of a running process group call this with the same (replicated) weights; rank 0 writes them.
-    The folder appears only when complete: it is written beside it and renamed into place."""
+    of a running process group call this. With `layers` None every rank passes the whole
+    (replicated) state dict and rank 0 writes it; otherwise each rank passes only the layers it
+    writes (`layers`, each layer on exactly one rank; a sharded run need not gather the model
+    anywhere) and rank 0 also the tensors outside the layers. The folder appears only when
+    complete: it is written beside it and renamed into place."""
     from megatron.core import dist_checkpointing
     from megatron.core.dist_checkpointing import ShardedTensor
+
+    from ..utils.io import staging_folder
 
     ckpt_dir = os.path.abspath(ckpt_dir)
     if os.path.exists(ckpt_dir):
         raise FileExistsError(f"checkpoint folder already exists: {ckpt_dir}")
-    tensors = to_nemo({k: v.detach().cpu() for k, v in state_dict.items()}, config,
-                      {k: v.detach().cpu() for k, v in (extras or {}).items()})
+    sd = {k: v.detach().cpu() for k, v in state_dict.items()}
     with _process_group():
         rank = dist.get_rank()
-        if rank == 0:
-            os.makedirs(os.path.dirname(ckpt_dir), exist_ok=True)
-        tmp = [tempfile.mkdtemp(prefix=".tmp-", dir=os.path.dirname(ckpt_dir))] if rank == 0 else [None]
+        if layers is None:  # replicated: every rank offers everything, replica 0 (rank 0) writes it
+            tensors = to_nemo(sd, config, {k: v.detach().cpu() for k, v in (extras or {}).items()})
+            sharded = {k: ShardedTensor.from_rank_offsets(k, t.contiguous(), replica_id=rank) for k, t in tensors.items()}
+        else:
+            sharded = {}
+            if rank == 0:
+                for k, t in nemo_globals(sd, config, {k: v.detach().cpu() for k, v in (extras or {}).items()}).items():
+                    sharded[k] = ShardedTensor.from_rank_offsets(k, t.contiguous(), replica_id=0)
+            for i in layers:  # slice i of each stacked tensor
+                for k, t in nemo_layer(layer_items(sd, i), config).items():
+                    sharded[f"{k}#{i}"] = ShardedTensor.from_rank_offsets(
+                        k, t.contiguous()[None], (0, i, config.num_layers), replica_id=0)
+        tmp = [staging_folder(os.path.dirname(ckpt_dir))] if rank == 0 else [None]
         if dist.get_world_size() > 1:
             dist.broadcast_object_list(tmp, src=0)
         tmp = tmp[0]
@@ -435,9 +462,6 @@ def save_nemo_checkpoint(state_dict: Mapping[str, torch.Tensor], config: CosmosD
                 os.makedirs(os.path.join(tmp, WEIGHTS_DIR))
             if dist.get_world_size() > 1:
                 dist.barrier()
-            sharded = {
-                k: ShardedTensor.from_rank_offsets(k, t.contiguous(), replica_id=rank) for k, t in tensors.items()
-            }
             with _cpu_torch_cuda():
                 dist_checkpointing.save(sharded, os.path.join(tmp, WEIGHTS_DIR))
             if rank == 0:

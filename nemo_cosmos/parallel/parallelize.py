@@ -7,15 +7,19 @@
    all-to-all exchange (it wraps whatever attention kernel step 1 chose);
 3. activation checkpointing: each layer is recomputed in the backward pass (training);
 4. compilation: each layer is compiled on its own (regional compilation: one graph, reused by all
-   layers of the same shape), last, so that it sees the modules the steps above put in place.
+   layers of the same shape), so that it sees the modules the steps above put in place;
+5. sharding (training): FSDP2's ``fully_shard`` on each layer, then on the whole model, last, as
+   torchtitan does: it wraps the modules as the steps above left them, and each layer's parameters
+   are gathered just before it runs (again for its recomputation) and freed after.
 
-Sharding the parameters for training (FSDP) comes after all of these, in the training strategy.
+Adding LoRA adapters (``models.lora``) changes the model itself and comes before all of these.
 """
 
 from __future__ import annotations
 
 from typing import Optional
 
+import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
@@ -33,8 +37,40 @@ def apply_compile(model: nn.Module) -> None:
         layer.compile()
 
 
+def fsdp_policies(param_dtype: Optional[torch.dtype] = None, cpu_offload: bool = False) -> dict:
+    """fully_shard's keyword arguments: compute in `param_dtype` (None: the stored float32) with
+    gradients reduced in float32; with `cpu_offload` the shards (and so the optimizer step) stay in
+    CPU memory."""
+    from torch.distributed.fsdp import CPUOffloadPolicy, MixedPrecisionPolicy
+
+    kwargs = {"mp_policy": MixedPrecisionPolicy(param_dtype=param_dtype, reduce_dtype=torch.float32)}
+    if cpu_offload:
+        kwargs["offload_policy"] = CPUOffloadPolicy(pin_memory=torch.cuda.is_available())
+    return kwargs
+
+
+def apply_fsdp(model: nn.Module, mesh, *, param_dtype: Optional[torch.dtype] = None, cpu_offload: bool = False,
+               gradient_divide_factor: Optional[float] = None) -> nn.Module:
+    """Shard `model` (a CosmosDiT) over `mesh` with FSDP2: one unit per layer, one for the rest.
+    `gradient_divide_factor`: what the summed gradients are divided by (default: the mesh size);
+    under context parallelism the data-parallel size, since the context-parallel ranks each hold a
+    part of one sample's gradient."""
+    from torch.distributed.fsdp import fully_shard
+
+    kwargs = fsdp_policies(param_dtype, cpu_offload)
+    units = [fully_shard(layer, mesh=mesh, **kwargs) for layer in model.layers]
+    # the last layer's parameters are needed again at once by the backward pass: keep them gathered
+    units[-1].set_reshard_after_forward(False)
+    units.append(fully_shard(model, mesh=mesh, **kwargs))
+    if gradient_divide_factor is not None:
+        for unit in units:
+            unit.set_gradient_divide_factor(gradient_divide_factor)
+    return model
+
+
 def parallelize_dit(model: nn.Module, *, fp8: bool = False, cp_group=None, activation_checkpointing: bool = False,
-                    compile: bool = False) -> nn.Module:
+                    compile: bool = False, fsdp_mesh=None, fsdp_param_dtype: Optional[torch.dtype] = None,
+                    fsdp_cpu_offload: bool = False, gradient_divide_factor: Optional[float] = None) -> nn.Module:
     """Apply the transforms asked for, in the order of the module docstring; returns `model`."""
     if fp8:
         from ..models.fp8 import apply_fp8
@@ -48,6 +84,9 @@ def parallelize_dit(model: nn.Module, *, fp8: bool = False, cp_group=None, activ
         apply_activation_checkpointing(model)
     if compile:
         apply_compile(model)
+    if fsdp_mesh is not None:
+        apply_fsdp(model, fsdp_mesh, param_dtype=fsdp_param_dtype, cpu_offload=fsdp_cpu_offload,
+                   gradient_divide_factor=gradient_divide_factor)
     return model
 
 

@@ -22,6 +22,26 @@ class ModelSection:
     checkpoint, nemo_experiments tree, model.pt, our .safetensors, a pipeline folder); or "none" to
     start from random weights (drawn from diffusion.seed)."""
     activation_checkpointing: bool = True
+    cpu_offload: bool = False
+    """With trainer.strategy=fsdp: keep the sharded float32 parameters, gradients and optimizer state
+    in CPU memory (FSDP2's CPUOffloadPolicy; the optimizer step runs on the CPU). Lets one GPU
+    fully fine-tune the 7B, at the cost of time per step."""
+
+
+@dataclass
+class LoraSection:
+    """Low-rank adapters (peft's LoRA) on the DiT's projections; the base weights stay frozen."""
+
+    enabled: bool = False
+    rank: int = 16
+    alpha: float = 16.0
+    dropout: float = 0.0
+    target_modules: List[str] = field(default_factory=lambda: list(LORA_TARGETS))
+    """Names of the projections to adapt (the last part of the module name)."""
+
+
+LORA_TARGETS = ("linear_qkv", "linear_proj", "linear_q", "linear_kv", "linear_fc1", "linear_fc2")
+"""Every attention and MLP projection of a DiT layer (self- and cross-attention)."""
 
 
 @dataclass
@@ -54,8 +74,15 @@ class DiffusionSection:
 class TrainerSection:
     max_steps: int = 1000
     accelerator: str = "auto"
-    devices: int = 1
-    """Data-parallel processes (start them with torchrun --nproc_per_node=N)."""
+    devices: int = 0
+    """Processes (start them with torchrun --nproc_per_node=N); 0: as many as torchrun started."""
+    strategy: str = "ddp"
+    """"ddp": every process holds the whole model (float32 weights and AdamW state: about 16 bytes
+    per parameter); "fsdp": PyTorch FSDP2 shards weights, gradients and optimizer state across the
+    processes (bf16 compute, float32 reduction and optimizer state)."""
+    context_parallel_size: int = 1
+    """With fsdp: split each sample's tokens across this many processes (Ulysses attention); the
+    processes form devices / context_parallel_size data-parallel groups."""
     precision: str = "bf16-mixed"
     log_every_n_steps: int = 1
     checkpoint_every_n_steps: int = 200
@@ -79,18 +106,43 @@ class PostTrainConfig:
     diffusion: DiffusionSection = field(default_factory=DiffusionSection)
     trainer: TrainerSection = field(default_factory=TrainerSection)
     log: LogSection = field(default_factory=LogSection)
+    lora: LoraSection = field(default_factory=LoraSection)
     resume: bool = True
     """Continue from the newest checkpoint under log_dir/name when there is one."""
 
 
 def cosmos_diffusion_7b_text2world_finetune() -> PostTrainConfig:
-    return PostTrainConfig()
+    """Full fine-tuning, sharded with FSDP2 (8 x 80 GB: about 14 GiB of weights, gradients and
+    optimizer state per GPU plus activations; ``--print_config`` and the pre-flight check say more)."""
+    cfg = PostTrainConfig()
+    cfg.trainer.strategy = "fsdp"
+    return cfg
 
 
 def cosmos_diffusion_14b_text2world_finetune() -> PostTrainConfig:
+    """As the 7B; the 14B's activations at the full size need the tokens split over 2 GPUs."""
     cfg = PostTrainConfig()
     cfg.model.name = "Cosmos-1.0-Diffusion-14B-Text2World"
+    cfg.trainer.strategy = "fsdp"
+    cfg.trainer.context_parallel_size = 2
     cfg.log.name = "cosmos_diffusion_14b_text2world_finetune"
+    return cfg
+
+
+def cosmos_diffusion_7b_text2world_lora() -> PostTrainConfig:
+    """LoRA on one GPU: the 7B's weights frozen in bf16, rank-16 adapters on every attention and
+    MLP projection, each layer recomputed in the backward pass."""
+    cfg = PostTrainConfig()
+    cfg.lora.enabled = True
+    cfg.optim.lr = 1e-4
+    cfg.log.name = "cosmos_diffusion_7b_text2world_lora"
+    return cfg
+
+
+def cosmos_diffusion_14b_text2world_lora() -> PostTrainConfig:
+    cfg = cosmos_diffusion_7b_text2world_lora()
+    cfg.model.name = "Cosmos-1.0-Diffusion-14B-Text2World"
+    cfg.log.name = "cosmos_diffusion_14b_text2world_lora"
     return cfg
 
 
@@ -122,6 +174,8 @@ def cosmos_demo_text2world_train() -> PostTrainConfig:
 RECIPES = {
     "cosmos_diffusion_7b_text2world_finetune": cosmos_diffusion_7b_text2world_finetune,
     "cosmos_diffusion_14b_text2world_finetune": cosmos_diffusion_14b_text2world_finetune,
+    "cosmos_diffusion_7b_text2world_lora": cosmos_diffusion_7b_text2world_lora,
+    "cosmos_diffusion_14b_text2world_lora": cosmos_diffusion_14b_text2world_lora,
     "cosmos_tiny_text2world_finetune": cosmos_tiny_text2world_finetune,
     "cosmos_demo_text2world_train": cosmos_demo_text2world_train,
 }
@@ -157,7 +211,19 @@ def validate(cfg) -> None:
 
     checks = [
         (cfg.trainer.max_steps >= 1, f"trainer.max_steps must be at least 1; got {cfg.trainer.max_steps}"),
-        (cfg.trainer.devices >= 1, f"trainer.devices must be at least 1; got {cfg.trainer.devices}"),
+        (cfg.trainer.devices >= 0, f"trainer.devices must be 0 (as many as torchrun started) or more; got {cfg.trainer.devices}"),
+        (cfg.trainer.strategy in ("ddp", "fsdp"), f"trainer.strategy must be ddp or fsdp; got {cfg.trainer.strategy!r}"),
+        (cfg.trainer.context_parallel_size >= 1,
+         f"trainer.context_parallel_size must be at least 1; got {cfg.trainer.context_parallel_size}"),
+        (cfg.trainer.context_parallel_size == 1 or cfg.trainer.strategy == "fsdp",
+         "trainer.context_parallel_size > 1 needs trainer.strategy=fsdp"),
+        (not cfg.model.cpu_offload or cfg.trainer.strategy == "fsdp", "model.cpu_offload needs trainer.strategy=fsdp"),
+        (not cfg.lora.enabled or cfg.trainer.strategy == "ddp",
+         "LoRA trains with trainer.strategy=ddp (its frozen base fits where full fine-tuning does not)"),
+        (not cfg.lora.enabled or cfg.lora.rank >= 1, f"lora.rank must be at least 1; got {cfg.lora.rank}"),
+        (not cfg.lora.enabled or cfg.lora.alpha > 0, f"lora.alpha must be positive; got {cfg.lora.alpha}"),
+        (not cfg.lora.enabled or 0.0 <= cfg.lora.dropout < 1.0, f"lora.dropout must be in [0, 1); got {cfg.lora.dropout}"),
+        (not cfg.lora.enabled or len(cfg.lora.target_modules) > 0, "lora.target_modules names no module"),
         (cfg.trainer.checkpoint_every_n_steps >= 1,
          f"trainer.checkpoint_every_n_steps must be at least 1; got {cfg.trainer.checkpoint_every_n_steps}"),
         (cfg.trainer.log_every_n_steps >= 1, f"trainer.log_every_n_steps must be at least 1; got {cfg.trainer.log_every_n_steps}"),

@@ -8,7 +8,7 @@ from __future__ import annotations
 import glob
 import json
 import os
-from typing import Dict, Iterator
+from typing import Dict, Iterator, Tuple
 
 import lightning.pytorch as pl
 import torch
@@ -107,6 +107,15 @@ class StepSampler(Sampler):
                 yield int(self._perm(p // self.n)[p % self.n])
 
 
+def data_parallel_position(trainer) -> Tuple[int, int]:
+    """(data-parallel rank, data-parallel size): the processes' own, unless context parallelism
+    groups several processes around one sample stream."""
+    plan = getattr(trainer.strategy, "sharding", None)
+    if plan is not None:
+        return plan.dp_rank, plan.dp_size
+    return trainer.global_rank, trainer.world_size
+
+
 class CachedVideoDataModule(pl.LightningDataModule):
     """A prepared folder as a Lightning data module; batches follow the training step (StepSampler)."""
 
@@ -117,6 +126,6 @@ class CachedVideoDataModule(pl.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         t = self.trainer  # called after a resumed run's step counter is restored
-        sampler = StepSampler(len(self.dataset), self.micro, t.global_step, t.max_steps, t.global_rank, t.world_size,
-                              self.seed)
+        rank, size = data_parallel_position(t)
+        sampler = StepSampler(len(self.dataset), self.micro, t.global_step, t.max_steps, rank, size, self.seed)
         return DataLoader(self.dataset, batch_size=self.micro, sampler=sampler, num_workers=self.num_workers)

@@ -27,7 +27,14 @@ from ..diffusion import SIGMA_DATA, LogVarHead, edm_loss, training_sigma
 from ..errors import BadInputError
 from ..models import CosmosDiT
 from ..models.config import CosmosDiTConfig
+from ..models.lora import LoraSettings, apply_lora
 from ..parallel import parallelize_dit
+from .data import data_parallel_position
+
+
+def scale_grad(x: torch.Tensor, factor: float) -> torch.Tensor:
+    """`x` itself, with the gradient that flows back through it multiplied by `factor`."""
+    return x.detach() + (x - x.detach()) * factor
 
 
 class CosmosDiffusionModule(pl.LightningModule):
@@ -45,30 +52,52 @@ class CosmosDiffusionModule(pl.LightningModule):
         activation_checkpointing: bool = False,
         seed: int = 1234,
         init_from: Optional[str] = None,
+        lora: Optional[LoraSettings] = None,
+        base_dtype: torch.dtype = torch.float32,
+        build: bool = True,
     ):
         """`init_from`: base weights (any checkpoint layout load_dit reads); None starts from random
-        weights drawn from `seed`."""
+        weights drawn from `seed`. `lora`: train adapters only, on a frozen base held in
+        `base_dtype`. `build` False leaves the DiT to ``configure_model`` (a sharded run builds it
+        there, on the meta device, and rank 0 alone reads the base weights)."""
         super().__init__()
         self.config = config  # what checkpoints record (and store the weights in)
         # float32 parameters: Lightning's bf16-mixed precision computes in bf16 under autocast while
-        # the optimizer updates float32 weights, as Megatron's float32 main parameters do
+        # the optimizer updates float32 weights, as Megatron's float32 main parameters do (a sharded
+        # run does the same through FSDP2's mixed precision)
         self.logvar = LogVarHead() if loss_add_logvar else None
-        if init_from:
-            self.dit = self._load_base(init_from)
-        else:
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(seed)  # from-scratch runs start from the same weights every time
-                self.dit = CosmosDiT(dataclasses.replace(config, params_dtype=torch.float32, bf16=False))
-        parallelize_dit(self.dit, activation_checkpointing=activation_checkpointing)
+        self.init_from, self.lora, self.base_dtype = init_from, lora, base_dtype
+        self.activation_checkpointing = activation_checkpointing
         self.lr, self.weight_decay, self.betas, self.eps = lr, weight_decay, tuple(betas), eps
         self.text_dropout, self.p_mean, self.p_std, self.seed = text_dropout, p_mean, p_std, seed
         self._t_last: Optional[float] = None
+        self._cp_size = 1
+        if lora is not None:
+            self.strict_loading = False  # a checkpoint holds the adapters; the base comes from init_from
+        self.dit: Optional[CosmosDiT] = None
+        if build:
+            self.dit = self._build()
 
     # -- weights -------------------------------------------------------------------------------
-    def _load_base(self, path: str) -> CosmosDiT:
-        """The DiT from a checkpoint (float32), and a NeMo checkpoint's trained log-variance head."""
+    def _base_dit(self) -> CosmosDiT:
+        """The DiT with its starting weights (float32, or `base_dtype` under LoRA), on the CPU."""
+        dtype = self.base_dtype if self.lora is not None else torch.float32
+        if self.init_from:
+            return self._load_base(self.init_from, dtype)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.seed)  # from-scratch runs start from the same weights every time
+            return CosmosDiT(dataclasses.replace(self.config, params_dtype=dtype, bf16=dtype == torch.bfloat16))
+
+    def _build(self) -> CosmosDiT:
+        dit = self._base_dit()
+        if self.lora is not None:
+            apply_lora(dit, self.lora, base=self.init_from)
+        return parallelize_dit(dit, activation_checkpointing=self.activation_checkpointing)
+
+    def _load_base(self, path: str, dtype: torch.dtype) -> CosmosDiT:
+        """The DiT from a checkpoint, and a NeMo checkpoint's trained log-variance head."""
         info = inspect_checkpoint(path)
-        dit = load_dit(info, self.config, dtype=torch.float32)
+        dit = load_dit(info, self.config, dtype=dtype)
         c = dit.config
         if (c.num_layers, c.hidden_size) != (self.config.num_layers, self.config.hidden_size):
             raise BadInputError(
@@ -82,37 +111,89 @@ class CosmosDiffusionModule(pl.LightningModule):
                 self.logvar.load_state_dict({ours: extras[theirs] for ours, theirs in LogVarHead.NEMO_NAMES.items()})
         return dit
 
+    def configure_model(self) -> None:
+        """Lightning's hook, run once the processes are up: a sharded run (CosmosFSDPStrategy) builds
+        the DiT here, shards it, and fills the shards from rank 0's copy of the starting weights."""
+        plan = getattr(self.trainer.strategy, "sharding", None)
+        if plan is None:
+            if self.dit is None:
+                self.dit = self._build()
+            return
+        if self.dit is not None:
+            return
+        import torch.distributed as dist
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
+        from torch.distributed.fsdp import fully_shard
+
+        from ..parallel.parallelize import fsdp_policies
+
+        full: Dict[str, torch.Tensor] = {}
+        if dist.get_rank() == 0:
+            dit = self._base_dit()
+            full = {f"dit.{k}": v for k, v in dit.state_dict().items()}
+            if self.logvar is not None:
+                full.update({f"logvar.{k}": v for k, v in self.logvar.state_dict().items()})
+            del dit
+        shared = [self.config]
+        dist.broadcast_object_list(shared, src=0)  # loading may have switched it to the fused AdaLN
+        self.config = shared[0]
+        with torch.device("meta"):
+            self.dit = CosmosDiT(dataclasses.replace(self.config, params_dtype=torch.float32, bf16=False))
+        parallelize_dit(self.dit, cp_group=plan.cp_group, activation_checkpointing=self.activation_checkpointing,
+                        fsdp_mesh=plan.mesh, fsdp_param_dtype=plan.param_dtype, fsdp_cpu_offload=plan.cpu_offload,
+                        gradient_divide_factor=plan.dp_size)
+        if self.logvar is not None:  # float32 throughout; tiny
+            fully_shard(self.logvar, mesh=plan.mesh, **fsdp_policies(None, plan.cpu_offload))
+            self.logvar.set_gradient_divide_factor(plan.dp_size)
+        self.dit.to_empty(device=plan.device)
+        set_model_state_dict(self, full, options=StateDictOptions(full_state_dict=True, broadcast_from_rank0=True))
+        self._cp_size = plan.cp_size
+
     # -- training ------------------------------------------------------------------------------
-    def _generator(self) -> torch.Generator:
-        # noise levels, noise and text dropout depend on (seed, step, rank) only: a resumed run
-        # draws exactly what the interrupted one would have drawn
-        return torch.Generator().manual_seed(self.seed * 1_000_003 + self.global_step * 1009 + self.global_rank)
+    def _draws(self, x0: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(sigma [B], noise like x0, keep-text [B]) for this step's micro-batch. Each sample's draws
+        depend on (seed, its place in the global sample stream) only: a resumed run draws exactly
+        what the interrupted one would have, on any number of processes, and the context-parallel
+        ranks of one sample draw the same."""
+        rank, size = data_parallel_position(self.trainer)
+        b = x0.shape[0]
+        first = (self.global_step * size + rank) * b
+        sigma, noise, keep = [], [], []
+        for j in range(b):
+            g = torch.Generator().manual_seed(self.seed * 1_000_003 + first + j)
+            sigma.append(training_sigma(1, g, self.p_mean, self.p_std))
+            noise.append(torch.randn(x0.shape[1:], generator=g))
+            keep.append(torch.rand(1, generator=g) >= self.text_dropout)
+        return torch.cat(sigma), torch.stack(noise), torch.cat(keep)
 
     def training_step(self, batch: Dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         x0, text, fps = batch["x0"], batch["text"], batch["fps"]
         b = x0.shape[0]
-        g = self._generator()
-        sigma = training_sigma(b, g, self.p_mean, self.p_std).to(x0.device)
-        noise = torch.randn(x0.shape, generator=g).to(x0.device)
-        keep = (torch.rand(b, generator=g) >= self.text_dropout).to(text.device)
-        text = text * keep.view(-1, 1, 1)  # dropped text is the zero embedding, as at sampling
+        sigma, noise, keep = (t.to(x0.device) for t in self._draws(x0))
+        text = text * keep.view(-1, 1, 1).to(text.dtype)  # dropped text is the zero embedding, as at sampling
+        logvar = self.logvar
+        if logvar is not None and self._cp_size > 1:
+            # every context-parallel rank computes the whole loss; the DiT's gradient is split among
+            # them by the token exchange, the log-variance head's must be too
+            head, factor = self.logvar, 1.0 / self._cp_size
+            logvar = lambda c: scale_grad(head(c), factor)  # noqa: E731
         # RoPE takes one frame rate per forward: samples at different rates go one by one
         groups = [torch.arange(b)] if bool((fps == fps[0]).all()) else [torch.tensor([i]) for i in range(b)]
         loss = sum(
-            edm_loss(self.dit, x0[i], text[i], sigma[i], noise[i], fps=float(fps[i[0]]), logvar=self.logvar,
+            edm_loss(self.dit, x0[i], text[i], sigma[i], noise[i], fps=float(fps[i[0]]), logvar=logvar,
                      sigma_data=SIGMA_DATA) * len(i)
             for i in groups
         ) / b
-        self.log("loss", loss, prog_bar=True, on_step=True, batch_size=b)
+        self.log("loss", loss, prog_bar=True, on_step=True, batch_size=b, sync_dist=self.trainer.world_size > 1)
         return loss
 
     def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
         now = time.perf_counter()
         if self._t_last is not None:
-            samples = batch["x0"].shape[0] * self.trainer.world_size
+            samples = batch["x0"].shape[0] * data_parallel_position(self.trainer)[1]
             self.log("samples/s", samples / (now - self._t_last), prog_bar=True, on_step=True, batch_size=1)
         self._t_last = now
 
     def configure_optimizers(self):
-        return torch.optim.AdamW(self.parameters(), lr=self.lr, betas=self.betas, eps=self.eps,
-                                 weight_decay=self.weight_decay)
+        trainable = [p for p in self.parameters() if p.requires_grad]
+        return torch.optim.AdamW(trainable, lr=self.lr, betas=self.betas, eps=self.eps, weight_decay=self.weight_decay)

@@ -7,13 +7,15 @@ from __future__ import annotations
 import logging
 import os
 import time
+from typing import Optional
 
 import torch
 
 from ..checkpoint import latest_experiment_checkpoint
 from ..errors import BadInputError
 from ..parallel import world_size_from_env
-from .checkpoint_io import CosmosDDPStrategy, CosmosSingleDeviceStrategy, NeMoCheckpointIO
+from ..models.lora import LoraSettings
+from .checkpoint_io import CosmosDDPStrategy, CosmosSingleDeviceStrategy, NeMoCheckpointIO, train_state_layout
 from .data import CachedVideoDataModule
 from .module import CosmosDiffusionModule
 
@@ -64,11 +66,68 @@ def _step_bar():
     return StepProgressBar()
 
 
-def _strategy(cfg):
-    if cfg.trainer.devices > 1 or world_size_from_env() > 1:
-        return CosmosDDPStrategy(process_group_backend="nccl" if torch.cuda.is_available() else "gloo")
+def processes(cfg) -> int:
+    """How many processes the run has: trainer.devices, or (0) as many as torchrun started."""
+    world = world_size_from_env()
+    devices = cfg.trainer.devices or world
+    if world > 1 and devices != world:
+        raise BadInputError(f"trainer.devices={devices} but torchrun started {world} processes: make them equal "
+                            "(or leave trainer.devices out)")
+    if devices % cfg.trainer.context_parallel_size:
+        raise BadInputError(f"trainer.context_parallel_size {cfg.trainer.context_parallel_size} must divide the "
+                            f"{devices} processes")
+    return devices
+
+
+def _strategy(cfg, devices: int):
+    """(Lightning strategy, Lightning precision) for the config."""
     use_cuda = cfg.trainer.accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available()
-    return CosmosSingleDeviceStrategy(device=torch.device("cuda", 0) if use_cuda else torch.device("cpu"))
+    backend = "nccl" if use_cuda else "gloo"
+    if cfg.trainer.strategy == "fsdp":
+        from .fsdp import CosmosFSDPStrategy
+
+        # FSDP2's own mixed precision (bf16 compute, float32 weights and reduction) instead of autocast
+        bf16 = cfg.trainer.precision.startswith("bf16")
+        return CosmosFSDPStrategy(cfg.trainer.context_parallel_size, torch.bfloat16 if bf16 else None,
+                                  cfg.model.cpu_offload, process_group_backend=backend), "32-true"
+    if devices > 1:
+        return CosmosDDPStrategy(process_group_backend=backend), cfg.trainer.precision
+    return (CosmosSingleDeviceStrategy(device=torch.device("cuda", 0) if use_cuda else torch.device("cpu")),
+            cfg.trainer.precision)
+
+
+def layout(cfg, devices: int) -> dict:
+    """What a resumed run must share with the run it continues."""
+    return {"strategy": cfg.trainer.strategy,
+            "lora": lora_settings(cfg).to_dict() if cfg.lora.enabled else None,
+            "global_batch": cfg.data.micro_batch_size * devices // cfg.trainer.context_parallel_size}
+
+
+def lora_settings(cfg) -> LoraSettings:
+    return LoraSettings(cfg.lora.rank, float(cfg.lora.alpha), float(cfg.lora.dropout), tuple(cfg.lora.target_modules))
+
+
+def _check_resumable(checkpoint: str, mine: dict) -> None:
+    saved = train_state_layout(checkpoint)
+    if saved.get("strategy", "ddp") != mine["strategy"]:
+        raise BadInputError(f"{checkpoint} was written by a trainer.strategy={saved.get('strategy', 'ddp')} run; this one "
+                            f"is {mine['strategy']}: use the same strategy, or another log.name for a new run")
+    if saved.get("lora") != mine["lora"]:
+        def says(lora):
+            return "no LoRA" if not lora else f"LoRA rank {lora['rank']}, alpha {lora['alpha']}, targets {lora['target_modules']}"
+        raise BadInputError(f"{checkpoint} was written with {says(saved.get('lora'))}; this run has {says(mine['lora'])}: "
+                            "use the same settings, or another log.name for a new run")
+    if saved.get("global_batch", mine["global_batch"]) != mine["global_batch"]:
+        log.warning("the global batch changes from %s to %s samples per step: the run continues, but not the curve "
+                    "the old layout would have drawn (set data.micro_batch_size to keep it)", saved["global_batch"],
+                    mine["global_batch"])
+
+
+def _tokens(datamodule, config) -> int:
+    """Latent tokens of one training sample (the first), for the memory estimate."""
+    x0 = datamodule.dataset[0]["x0"]
+    pt, ph, pw = config.patch_size
+    return (x0.shape[1] // pt) * (x0.shape[2] // ph) * (x0.shape[3] // pw)
 
 
 def base_weights(cfg) -> str:
@@ -76,10 +135,8 @@ def base_weights(cfg) -> str:
     or built-in weights), else the weights of model.name (from the Hugging Face cache, downloaded if
     needed); "" for a random start."""
     from ..checkpoint.hub import download_command, ensure_local
-    from ..presets import model_preset
+    from ..presets import MODELS, model_preset
     from ..sources import resolve_source
-
-    from ..presets import MODELS
 
     if cfg.model.init_from == "none":
         return ""
@@ -98,39 +155,42 @@ def base_weights(cfg) -> str:
 
 
 def build(cfg):
-    """(trainer, module, datamodule, checkpoint to resume from or None) for a post-training config."""
+    """(trainer, module, datamodule, checkpoint to resume from or None) for a post-training config.
+    Everything that needs no model is checked first: the data, a resume's layout, whether the run
+    fits its GPUs (preflight.py); then the weights are fetched and the model is built."""
     import lightning.pytorch as pl
     from lightning.pytorch.callbacks import ModelCheckpoint
 
-    from ..checkpoint import inspect_checkpoint
-    from ..presets import model_preset
+    from .preflight import check_fits
 
     if not cfg.data.path:
         raise BadInputError("data.path is not set: give the folder written by recipes.prepare_data")
+    devices = processes(cfg)
     datamodule = CachedVideoDataModule(cfg.data.path, cfg.data.micro_batch_size, cfg.data.num_workers,
                                        cfg.diffusion.seed)
     root = os.path.join(cfg.log.log_dir, cfg.log.name)
-    resume_from = latest_experiment_checkpoint(root) if cfg.resume and os.path.isdir(root) else None
-    base = "" if resume_from else base_weights(cfg)
+    resume_from = latest_experiment_checkpoint(root, with_weights=False) if cfg.resume and os.path.isdir(root) else None
+    run_layout = layout(cfg, devices)
     if resume_from:
+        _check_resumable(resume_from, run_layout)
         log.info("resuming from %s", resume_from)
-    elif base:
-        log.info("base weights: %s", base)
-    # the model: what the checkpoint records, else the named preset's
-    info = inspect_checkpoint(resume_from or base) if (resume_from or base) else None
-    name = cfg.model.name or (info.model if info else None)
-    if info is not None and info.config is not None:
-        dit_config = info.config
-    elif name:
-        dit_config = model_preset(name).dit_config()
-    else:
-        raise BadInputError("model.name is empty and model.init_from does not record its model: set one of them")
+    name, dit_config = _model_config(cfg, resume_from)
+    estimate = check_fits(cfg, dit_config, _tokens(datamodule, dit_config), devices)
+    log.info("memory per process: %s", estimate.describe())
 
+    # a resumed full run takes its weights from the checkpoint; LoRA keeps its frozen base
+    base = base_weights(cfg) if (not resume_from or cfg.lora.enabled) else ""
+    if base and not resume_from:
+        log.info("base weights: %s", base)
+    lora = lora_settings(cfg) if cfg.lora.enabled else None
+    sharded = cfg.trainer.strategy == "fsdp"
     module = CosmosDiffusionModule(
         dit_config, lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay, betas=tuple(cfg.optim.betas),
         eps=cfg.optim.eps, text_dropout=cfg.diffusion.text_dropout, p_mean=cfg.diffusion.p_mean,
         p_std=cfg.diffusion.p_std, loss_add_logvar=cfg.diffusion.loss_add_logvar,
         activation_checkpointing=cfg.model.activation_checkpointing, seed=cfg.diffusion.seed, init_from=base or None,
+        lora=lora, base_dtype=torch.bfloat16 if cfg.trainer.precision.startswith("bf16") else torch.float32,
+        build=not sharded,
     )
 
     run_dir = os.path.join(root, "default", time.strftime("%Y-%m-%d_%H-%M-%S"))
@@ -142,15 +202,35 @@ def build(cfg):
         every_n_train_steps=cfg.trainer.checkpoint_every_n_steps, save_top_k=cfg.trainer.save_top_k,
     )
     checkpoints.FILE_EXTENSION = ""  # a checkpoint is a folder
+    strategy, precision = _strategy(cfg, devices)
+    context = {"base": base or None} if lora is not None else {}
     trainer = pl.Trainer(
         max_steps=cfg.trainer.max_steps, max_epochs=-1, accelerator=cfg.trainer.accelerator,
-        devices=cfg.trainer.devices, strategy=_strategy(cfg), precision=cfg.trainer.precision,
-        plugins=[NeMoCheckpointIO(module.config, model=name)], callbacks=[checkpoints, _step_bar()],
+        devices=devices, strategy=strategy, precision=precision,
+        plugins=[NeMoCheckpointIO(module.config, model=name, context=context, layout=run_layout, lora=lora)],
+        callbacks=[checkpoints, _step_bar()],
         logger=_loggers(run_dir, cfg), log_every_n_steps=min(cfg.trainer.log_every_n_steps, cfg.trainer.max_steps),
-        gradient_clip_val=cfg.optim.grad_clip, use_distributed_sampler=False, limit_val_batches=0,
+        gradient_clip_val=cfg.optim.grad_clip or None, use_distributed_sampler=False, limit_val_batches=0,
         num_sanity_val_steps=0, enable_model_summary=False,
     )
     return trainer, module, datamodule, resume_from
+
+
+def _model_config(cfg, resume_from: Optional[str]) -> tuple:
+    """(model name, DiT config) of the run: what a checkpoint records (the one resumed, or the base
+    weights), else the preset of model.name. Reads metadata only."""
+    from ..checkpoint import inspect_checkpoint
+    from ..presets import MODELS, model_preset
+
+    init = cfg.model.init_from
+    source = resume_from if resume_from and not cfg.lora.enabled else (init if init not in ("", "none", *MODELS) else None)
+    info = inspect_checkpoint(source) if source else None
+    name = cfg.model.name or (info.model if info else None) or (init if init in MODELS else None)
+    if info is not None and info.config is not None:
+        return name, info.config
+    if name:
+        return name, model_preset(name).dit_config()
+    raise BadInputError("model.name is empty and model.init_from does not record its model: set one of them")
 
 
 def train(cfg) -> str:
@@ -163,6 +243,6 @@ def train(cfg) -> str:
         # keep the steps after the last periodic checkpoint too
         trainer.save_checkpoint(os.path.join(folder, f"epoch={trainer.current_epoch}-step={trainer.global_step}"),
                                 weights_only=False)
-    latest = latest_experiment_checkpoint(os.path.join(cfg.log.log_dir, cfg.log.name))
+    latest = latest_experiment_checkpoint(os.path.join(cfg.log.log_dir, cfg.log.name), with_weights=False)
     log.info("final checkpoint: %s", latest)
     return latest

@@ -44,6 +44,19 @@ def _temp_beside(path: str) -> str:
     return tmp
 
 
+STAGING_PREFIX = ".tmp-"
+"""Folders being written (a checkpoint before its rename); a folder of this name is never complete."""
+
+
+def staging_folder(parent: str) -> str:
+    """A new folder in `parent` to assemble a folder output in before renaming it into place, with
+    the permissions the umask gives (mkdtemp's own are 0700)."""
+    os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=parent)
+    os.chmod(tmp, 0o777 & ~_umask())
+    return tmp
+
+
 def _fsync(path: str) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
