@@ -225,6 +225,8 @@ class Text2WorldPipeline:
         prompt_upsampler_dir: Optional[str] = None,
         context_parallel_group=None,
         batch_guidance: bool = False,
+        lora: Optional[str] = None,
+        lora_merge: bool = True,
     ) -> "Text2WorldPipeline":
         """A pipeline from a model name ("Cosmos-1.0-Diffusion-7B-Text2World", its Hub id, or
         "cosmos-demo"), a local folder (a Hub snapshot, or one written by ``save_pretrained``), a
@@ -236,7 +238,9 @@ class Text2WorldPipeline:
         `model` names the model when the checkpoint does not say; `tokenizer` / `text_encoder` give
         their folders (or a T5 Hub name). `guardrails` (on by default, as NVIDIA's release) adds the
         blocklist, Aegis, the video safety filter and face blurring; `prompt_upsampler` the 12B
-        prompt upsampler. `fp8` / `compile` are applied to the DiT at its first use."""
+        prompt upsampler. `fp8` / `compile` are applied to the DiT at its first use. `lora`: LoRA
+        adapters to add (a peft adapter folder, a LoRA post-training checkpoint, or its
+        nemo_experiments tree), merged into the weights unless `lora_merge` is False."""
         from .checkpoint import load_dit
         from .checkpoint.hub import download_command, ensure_local
         from .guardrails import OnDemand, TextGuardrail, VideoGuardrail
@@ -247,6 +251,12 @@ class Text2WorldPipeline:
         device = resolve_device(None if device is None else str(device), fp8=fp8)
         src = name_or_path if isinstance(name_or_path, ModelSource) else resolve_source(
             name_or_path, model=model, tokenizer=tokenizer, text_encoder=text_encoder)
+        if lora:
+            from .checkpoint.locate import find_lora_adapter
+
+            if fp8 and not lora_merge:
+                raise BadInputError("FP8 takes merged LoRA adapters only: leave lora_merge on (no --no_lora_merge)")
+            lora = find_lora_adapter(lora)
         check_prompt = src.preset.check_prompt() if src.preset is not None else None
         if check_prompt is not None:
             if prompt_upsampler:
@@ -270,6 +280,11 @@ class Text2WorldPipeline:
         src.adopt_downloads(paths)
 
         dit = load_dit(src.checkpoint, src.preset.dit_config() if src.preset is not None else None, dtype=dtype)
+        if lora:
+            from .models.lora import load_lora
+
+            load_lora(dit, lora, merge=lora_merge)
+            log.info("LoRA adapters: %s (%s)", lora, "merged" if lora_merge else "unmerged")
         tok_cfg = src.tokenizer_config()
         tok = t5 = text_guard = video_guard = upsampler = None
         if main:
@@ -290,7 +305,7 @@ class Text2WorldPipeline:
                    check_prompt=check_prompt, guardrails=guardrails or check_prompt is not None,
                    defaults=src.defaults, name=src.name, tokenizer_config=tok_cfg, group=context_parallel_group,
                    fp8=fp8, compile=compile, batch_guidance=batch_guidance)
-        pipe.source = {"model": src.name, "checkpoint": src.checkpoint.path}
+        pipe.source = {"model": src.name, "checkpoint": src.checkpoint.path, **({"lora": lora} if lora else {})}
         pipe.timings["model_loading_s"] = time.perf_counter() - t0
         log.info("model loading: %.2f s", pipe.timings["model_loading_s"])
         return pipe

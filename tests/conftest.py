@@ -70,3 +70,27 @@ def assets(tmp_path_factory):
     save_nemo_checkpoint(randomize_(CosmosDiT(cfg), std=0.5).state_dict(), cfg, str(run / "epoch=0-step=4"))
     save_nemo_checkpoint(dit.state_dict(), cfg, str(run / "epoch=1-step=9"))
     return root
+
+
+@pytest.fixture(scope="session")
+def dataset(assets, tmp_path_factory):
+    """Four post-training samples of the tiny model (prepare_data on small synthetic videos, two of
+    them unusable)."""
+    from helpers import square_video, write_video
+    from nemo_cosmos.recipes import prepare_data
+
+    root = tmp_path_factory.mktemp("post")
+    videos = root / "videos"
+    videos.mkdir()
+    write_video(videos / "a.mp4", square_video(12))
+    write_video(videos / "b.mp4", square_video(10, offset=6))
+    (videos / "b.txt").write_text("It slides to the right.")
+    write_video(videos / "short.mp4", square_video(5))
+    (videos / "broken.mp4").write_bytes(b"\x00\x01 not a video")
+    rc = prepare_data.main([
+        "--input_video_dir", str(videos), "--subject_name", "teal robot", "--output_dir", str(root / "data"),
+        "--model", str(assets / "tiny"), "--height", "32", "--width", "48", "--num_frames", "9", "--num_chunks", "2",
+        "--device", "cpu", "--no_progress",
+    ])
+    assert rc == 0
+    return root / "data"

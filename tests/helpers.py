@@ -80,3 +80,32 @@ def make_tiny_t5(directory, d_model: int = 32):
     torch.manual_seed(0)
     cfg = T5Config(vocab_size=len(vocab), d_model=d_model, d_kv=8, d_ff=64, num_layers=1, num_heads=4)
     T5EncoderModel(cfg).save_pretrained(directory)
+
+
+def write_video(path, frames, fps=12):
+    import imageio.v2 as imageio
+
+    imageio.mimsave(path, list(frames), fps=fps, macro_block_size=1)
+
+
+def square_video(n_frames, offset=0):
+    import numpy as np
+
+    frames = np.full((n_frames, 40, 60, 3), 30, np.uint8)
+    for t in range(n_frames):
+        x = 4 + 3 * t + offset
+        frames[t, 12:24, x:x + 12] = (0, 200, 200)
+    return frames
+
+
+def experiment_losses(log_dir, run):
+    """{step: logged loss} from every metrics.csv of a post-training run."""
+    import csv
+    import glob
+
+    out = {}
+    for f in glob.glob(str(log_dir / run / "default" / "*" / "metrics.csv")):
+        for row in csv.DictReader(open(f)):
+            if row.get("loss"):
+                out[int(row["step"])] = float(row["loss"])
+    return out

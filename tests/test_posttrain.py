@@ -2,7 +2,6 @@
 (it learns) -> checkpoints where NeMo puts them -> resume with the same loss curve, also after a
 hard kill -> generate from the checkpoint with the subject prompt."""
 
-import csv
 import glob
 import os
 import re
@@ -22,41 +21,10 @@ from nemo_cosmos.models import CosmosDiT, tiny_config
 from nemo_cosmos.recipes import posttrain, prepare_data
 from nemo_cosmos.training import CachedVideoDataset
 
+from helpers import experiment_losses, square_video, write_video
+
 RUN = "cosmos_tiny_text2world_finetune"
 CKPT = re.compile(r"nemo_experiments/" + RUN + r"/default/\d{4}-\d\d-\d\d_\d\d-\d\d-\d\d/checkpoints/epoch=\d+-step=(\d+)$")
-
-
-def write_video(path, frames, fps=12):
-    import imageio.v2 as imageio
-
-    imageio.mimsave(path, list(frames), fps=fps, macro_block_size=1)
-
-
-def square_video(n_frames, offset=0):
-    frames = np.full((n_frames, 40, 60, 3), 30, np.uint8)
-    for t in range(n_frames):
-        x = 4 + 3 * t + offset
-        frames[t, 12:24, x:x + 12] = (0, 200, 200)
-    return frames
-
-
-@pytest.fixture(scope="module")
-def dataset(assets, tmp_path_factory):
-    root = tmp_path_factory.mktemp("post")
-    videos = root / "videos"
-    videos.mkdir()
-    write_video(videos / "a.mp4", square_video(12))
-    write_video(videos / "b.mp4", square_video(10, offset=6))
-    (videos / "b.txt").write_text("It slides to the right.")
-    write_video(videos / "short.mp4", square_video(5))
-    (videos / "broken.mp4").write_bytes(b"\x00\x01 not a video")
-    rc = prepare_data.main([
-        "--input_video_dir", str(videos), "--subject_name", "teal robot", "--output_dir", str(root / "data"),
-        "--model", str(assets / "tiny"), "--height", "32", "--width", "48", "--num_frames", "9", "--num_chunks", "2",
-        "--device", "cpu", "--no_progress",
-    ])
-    assert rc == 0
-    return root / "data"
 
 
 def test_prepare_data_writes_the_documented_layout(dataset):
@@ -105,12 +73,7 @@ def checkpoints(log_dir):
 
 
 def losses(log_dir):
-    out = {}
-    for f in glob.glob(str(log_dir / RUN / "default" / "*" / "metrics.csv")):
-        for row in csv.DictReader(open(f)):
-            if row.get("loss"):
-                out[int(row["step"])] = float(row["loss"])
-    return out
+    return experiment_losses(log_dir, RUN)
 
 
 def eval_loss(state_dict, dataset):

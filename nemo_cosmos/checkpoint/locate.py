@@ -74,3 +74,38 @@ def find_dit_checkpoint(path: str) -> Tuple[str, str]:
         f"no checkpoint in {path}: expected a NeMo checkpoint (weights/metadata.json), "
         "a nemo_experiments/<name>/default/<time>/checkpoints/epoch=E-step=S folder tree, or model.pt"
     )
+
+
+def find_lora_adapter(path: str) -> str:
+    """The peft adapter folder (``adapter_config.json``) at `path`: the folder itself, a post-training
+    checkpoint's ``lora/``, or the newest LoRA checkpoint of a nemo_experiments tree."""
+    path = os.fspath(path)
+    for candidate in (path, os.path.join(path, "lora")):
+        if os.path.isfile(os.path.join(candidate, "adapter_config.json")):
+            return candidate
+    if os.path.isdir(path):
+        latest = latest_experiment_checkpoint(path, with_weights=False)
+        if latest and os.path.isfile(os.path.join(latest, "lora", "adapter_config.json")):
+            return os.path.join(latest, "lora")
+    raise MissingFileError(f"no LoRA adapter at {path}: expected a folder with adapter_config.json, a checkpoint with "
+                           "lora/, or a nemo_experiments tree of a LoRA run")
+
+
+def lora_base(adapter: str) -> Optional[str]:
+    """What a LoRA adapter was trained on: the base checkpoint our post-training recorded beside it
+    (when it is still there), else the model it names, else peft's base_model_name_or_path."""
+    import json
+
+    names = []
+    context = os.path.join(os.path.dirname(os.path.abspath(adapter)), "context", "nemo_cosmos.json")
+    for f, keys in ((context, ("base", "model")), (os.path.join(adapter, "adapter_config.json"),
+                                                     ("base_model_name_or_path",))):
+        try:
+            with open(f, encoding="utf-8") as fh:
+                data = json.load(fh)
+        except (OSError, ValueError):
+            continue
+        names += [data.get(k) for k in keys if isinstance(data, dict) and data.get(k)]
+    from ..presets import MODELS
+
+    return next((n for n in names if os.path.exists(n) or n in MODELS), None)

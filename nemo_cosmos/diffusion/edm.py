@@ -79,7 +79,8 @@ class LogVarHead(nn.Module):
 
     def forward(self, c_noise: torch.Tensor) -> torch.Tensor:
         features = torch.cos(torch.outer(c_noise.float(), self.freqs.float()) + self.phases.float()) * math.sqrt(2)
-        return self.linear(features).squeeze(-1)
+        # a copy, not a view: FSDP2 hooks a sharded module's output and in-place ops on views lose the hook
+        return self.linear(features).squeeze(-1).clone()
 
 
 def training_sigma(batch: int, generator: torch.Generator, p_mean: float = 0.0, p_std: float = 1.0) -> torch.Tensor:

@@ -53,15 +53,17 @@ def _check_targets(model: nn.Module, targets: Sequence[str]) -> None:
                             f"expected some of: {', '.join(sorted(names))}")
 
 
-def apply_lora(model: nn.Module, settings: LoraSettings, base: Optional[str] = None) -> nn.Module:
+def apply_lora(model: nn.Module, settings: LoraSettings, base: Optional[str] = None, seed: int = 0) -> nn.Module:
     """Freeze `model` and add trainable float32 adapters (B starts at zero, so the output is
-    unchanged until training moves it)."""
+    unchanged until training moves it; A is drawn from `seed`, so a run is repeatable)."""
     from peft import inject_adapter_in_model
 
     _check_targets(model, settings.target_modules)
     for p in model.parameters():
         p.requires_grad_(False)
-    inject_adapter_in_model(_peft_config(settings, base), model, adapter_name=ADAPTER)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        inject_adapter_in_model(_peft_config(settings, base), model, adapter_name=ADAPTER)
     for name, p in model.named_parameters():
         if ".lora_" in name:
             p.data = p.data.float()

@@ -64,8 +64,14 @@ def apply_fsdp(model: nn.Module, mesh, *, param_dtype: Optional[torch.dtype] = N
     units.append(fully_shard(model, mesh=mesh, **kwargs))
     if gradient_divide_factor is not None:
         for unit in units:
-            unit.set_gradient_divide_factor(gradient_divide_factor)
+            set_gradient_divide_factor(unit, gradient_divide_factor, mesh)
     return model
+
+
+def set_gradient_divide_factor(unit, factor: float, mesh) -> None:
+    unit.set_gradient_divide_factor(factor)
+    if mesh.device_type == "cpu":  # gloo has no pre-multiplied sum: reduce with a sum, scale apart
+        unit.set_force_sum_reduction_for_comms(True)
 
 
 def parallelize_dit(model: nn.Module, *, fp8: bool = False, cp_group=None, activation_checkpointing: bool = False,

@@ -70,6 +70,11 @@ def build_parser():
     p.add_argument("--nemo_checkpoint", default="",
                    help="a NeMo checkpoint (its weights/ folder or the folder above), a nemo_experiments tree "
                         "(newest checkpoint), a model.pt, our .safetensors or a save_pretrained folder")
+    p.add_argument("--lora", default="",
+                   help="LoRA adapters from post-training (lora.enabled=true): a checkpoint, its nemo_experiments "
+                        "tree or a peft adapter folder; the base model is the one it was trained on unless "
+                        "--model or --nemo_checkpoint says otherwise")
+    p.add_argument("--no_lora_merge", action="store_true", help="keep the adapters apart instead of merging them")
     p.add_argument("--tokenizer_dir", default="", help="CV8x8x8 tokenizer folder (default: the model's)")
     p.add_argument("--t5_path", default="", help="T5 encoder folder or Hub name (default: the model's)")
     p.add_argument("--enable_prompt_upsampler", action="store_true",
@@ -190,9 +195,19 @@ def run(args) -> int:
     checkpoint = args.nemo_checkpoint or args.checkpoint_dir
     if checkpoint and args.checkpoint_dir and args.nemo_checkpoint:
         raise BadInputError("give --checkpoint_dir or --nemo_checkpoint, not both")
-    if not checkpoint and args.model is None:
-        args.model = default_model()
-    src = resolve_source(checkpoint or args.model, model=args.model if checkpoint else None,
+    model, lora = args.model, None
+    if args.lora:
+        from nemo_cosmos.checkpoint.locate import find_lora_adapter, lora_base
+
+        lora = find_lora_adapter(args.lora)
+        if not checkpoint and model is None:  # the base the adapters were trained on
+            base = lora_base(lora)
+            if base is None:
+                raise BadInputError(f"{lora} does not say which model it adapts: give --model or --nemo_checkpoint")
+            model, checkpoint = (base, "") if base in MODELS else (None, base)
+    if not checkpoint and model is None:
+        model = default_model()
+    src = resolve_source(checkpoint or model, model=model if checkpoint else None,
                          tokenizer=args.tokenizer_dir or None, text_encoder=args.t5_path or None)
     dit_cfg, tok_cfg = src.dit_config(), src.tokenizer_config()
 
@@ -230,7 +245,7 @@ def run(args) -> int:
         guardrail_dir=args.guardrail_dir or None, aegis_base=args.aegis_base or None,
         aegis_adapter=args.aegis_adapter or None, siglip=args.siglip or None,
         prompt_upsampler=args.enable_prompt_upsampler, prompt_upsampler_dir=args.prompt_upsampler_dir or None,
-        context_parallel_group=group, batch_guidance=args.batch_guidance)
+        context_parallel_group=group, batch_guidance=args.batch_guidance, lora=lora, lora_merge=not args.no_lora_merge)
 
     # the prompt stage for every job first: refusals cost no sampling, and the guardrail models
     # visit the GPU before the DiT does

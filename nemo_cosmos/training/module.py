@@ -91,7 +91,7 @@ class CosmosDiffusionModule(pl.LightningModule):
     def _build(self) -> CosmosDiT:
         dit = self._base_dit()
         if self.lora is not None:
-            apply_lora(dit, self.lora, base=self.init_from)
+            apply_lora(dit, self.lora, base=self.init_from, seed=self.seed)
         return parallelize_dit(dit, activation_checkpointing=self.activation_checkpointing)
 
     def _load_base(self, path: str, dtype: torch.dtype) -> CosmosDiT:
@@ -125,7 +125,7 @@ class CosmosDiffusionModule(pl.LightningModule):
         from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
         from torch.distributed.fsdp import fully_shard
 
-        from ..parallel.parallelize import fsdp_policies
+        from ..parallel.parallelize import fsdp_policies, set_gradient_divide_factor
 
         full: Dict[str, torch.Tensor] = {}
         if dist.get_rank() == 0:
@@ -144,7 +144,7 @@ class CosmosDiffusionModule(pl.LightningModule):
                         gradient_divide_factor=plan.dp_size)
         if self.logvar is not None:  # float32 throughout; tiny
             fully_shard(self.logvar, mesh=plan.mesh, **fsdp_policies(None, plan.cpu_offload))
-            self.logvar.set_gradient_divide_factor(plan.dp_size)
+            set_gradient_divide_factor(self.logvar, plan.dp_size, plan.mesh)
         self.dit.to_empty(device=plan.device)
         set_model_state_dict(self, full, options=StateDictOptions(full_state_dict=True, broadcast_from_rank0=True))
         self._cp_size = plan.cp_size

@@ -175,7 +175,13 @@ def build(cfg):
         _check_resumable(resume_from, run_layout)
         log.info("resuming from %s", resume_from)
     name, dit_config = _model_config(cfg, resume_from)
-    estimate = check_fits(cfg, dit_config, _tokens(datamodule, dit_config), devices)
+    tokens, cp = _tokens(datamodule, dit_config), cfg.trainer.context_parallel_size
+    if cp > 1 and dit_config.num_attention_heads % cp:
+        raise BadInputError(f"trainer.context_parallel_size {cp} must divide the model's "
+                            f"{dit_config.num_attention_heads} attention heads")
+    if tokens % cp:
+        raise BadInputError(f"trainer.context_parallel_size {cp} must divide the {tokens} tokens of a training sample")
+    estimate = check_fits(cfg, dit_config, tokens, devices)
     log.info("memory per process: %s", estimate.describe())
 
     # a resumed full run takes its weights from the checkpoint; LoRA keeps its frozen base
