@@ -60,6 +60,16 @@ class AdaLNModulation(nn.Module):
 
 
 def modulated_norm(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor, eps: float) -> torch.Tensor:
+    if torch.is_autocast_enabled(x.device.type):
+        # bf16-mixed training: normalise in x's dtype, as the reference's bf16 model does; autocast
+        # would make (and keep for the backward pass) a float32 copy of every normalised activation,
+        # 2.6 GiB per layer of the 7B at full size
+        with torch.autocast(x.device.type, enabled=False):
+            return _modulated_norm(x, shift.to(x.dtype), scale.to(x.dtype), eps)
+    return _modulated_norm(x, shift, scale, eps)
+
+
+def _modulated_norm(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor, eps: float) -> torch.Tensor:
     return F.layer_norm(x, x.shape[-1:], eps=eps) * (1 + scale[:, None, :]) + shift[:, None, :]
 
 

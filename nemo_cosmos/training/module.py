@@ -50,6 +50,7 @@ class CosmosDiffusionModule(pl.LightningModule):
         p_std: float = 1.0,
         loss_add_logvar: bool = True,
         activation_checkpointing: bool = False,
+        activation_offload: bool = False,
         seed: int = 1234,
         init_from: Optional[str] = None,
         lora: Optional[LoraSettings] = None,
@@ -67,7 +68,7 @@ class CosmosDiffusionModule(pl.LightningModule):
         # run does the same through FSDP2's mixed precision)
         self.logvar = LogVarHead() if loss_add_logvar else None
         self.init_from, self.lora, self.base_dtype = init_from, lora, base_dtype
-        self.activation_checkpointing = activation_checkpointing
+        self.activation_checkpointing, self.activation_offload = activation_checkpointing, activation_offload
         self.lr, self.weight_decay, self.betas, self.eps = lr, weight_decay, tuple(betas), eps
         self.text_dropout, self.p_mean, self.p_std, self.seed = text_dropout, p_mean, p_std, seed
         self._t_last: Optional[float] = None
@@ -92,7 +93,8 @@ class CosmosDiffusionModule(pl.LightningModule):
         dit = self._base_dit()
         if self.lora is not None:
             apply_lora(dit, self.lora, base=self.init_from, seed=self.seed)
-        return parallelize_dit(dit, activation_checkpointing=self.activation_checkpointing)
+        return parallelize_dit(dit, activation_checkpointing=self.activation_checkpointing,
+                               activation_offload=self.activation_offload)
 
     def _load_base(self, path: str, dtype: torch.dtype) -> CosmosDiT:
         """The DiT from a checkpoint, and a NeMo checkpoint's trained log-variance head."""
@@ -142,10 +144,12 @@ class CosmosDiffusionModule(pl.LightningModule):
         parallelize_dit(self.dit, cp_group=plan.cp_group, activation_checkpointing=self.activation_checkpointing,
                         fsdp_mesh=plan.mesh, fsdp_param_dtype=plan.param_dtype, fsdp_cpu_offload=plan.cpu_offload,
                         gradient_divide_factor=plan.dp_size)
-        if self.logvar is not None:  # float32 throughout; tiny
+        if self.logvar is not None:  # float32 throughout; tiny. On meta too: all of it materialises at once, below
+            with torch.device("meta"):
+                self.logvar = LogVarHead()
             fully_shard(self.logvar, mesh=plan.mesh, **fsdp_policies(None, plan.cpu_offload))
             set_gradient_divide_factor(self.logvar, plan.dp_size, plan.mesh)
-        self.dit.to_empty(device=plan.device)
+        self.to_empty(device=plan.device)
         set_model_state_dict(self, full, options=StateDictOptions(full_state_dict=True, broadcast_from_rank0=True))
         self._cp_size = plan.cp_size
 

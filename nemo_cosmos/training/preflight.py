@@ -11,7 +11,7 @@ of activations:
   backward pass) and their float32 gradients before the reduce-scatter;
 * lora: the frozen base (2 P in bf16) and the adapters with their gradients and moments;
 * activations: with per-layer recomputation, each layer's input (hidden size x tokens, bf16) plus
-  one layer's working set during its recomputation and backward pass (ACT_WORKING values per token
+  one layer's working set during its recomputation and backward pass (ACT_WORKING bytes per token
   per hidden unit, measured on an H200: docs/post_training.md); without it, every layer's working set.
 Tokens are one sample's latent tokens divided by the context-parallel size, times the micro-batch.
 """
@@ -28,10 +28,10 @@ import torch
 from ..errors import BadInputError
 
 GiB = 2**30
-ACT_WORKING = 48
-"""Bytes per token per hidden unit of one layer's forward + backward working set in bf16 (values of
-the attention, MLP and modulation intermediates, counted from the layer's code and checked against
-the measured peak)."""
+ACT_WORKING = 116
+"""Bytes per token per hidden unit of one layer's recomputation + backward working set in bf16:
+what the 7B's LoRA step at 121x704x1280 (56,320 tokens, width 4096) held on an H200 beyond its
+weights and its offloaded layer inputs, 24.9 GiB (benchmarks/posttrain_step.py)."""
 HEADROOM = 0.92
 """Share of the device memory a run may plan to use: the rest goes to the allocator's fragmentation,
 CUDA's own context and kernels' scratch space."""
@@ -66,7 +66,7 @@ def lora_parameter_count(config, rank: int, targets) -> int:
 
 
 def estimate(config, *, strategy: str, processes: int, tokens: int, micro_batch: int = 1, cp_size: int = 1,
-             activation_checkpointing: bool = True, cpu_offload: bool = False, lora_rank: Optional[int] = None,
+             activation_checkpointing: bool = True, activation_offload: bool = False, cpu_offload: bool = False, lora_rank: Optional[int] = None,
              lora_targets=(), bf16: bool = True) -> Estimate:
     p = parameter_count(config)
     d, layers = config.hidden_size, config.num_layers
@@ -87,7 +87,9 @@ def estimate(config, *, strategy: str, processes: int, tokens: int, micro_batch:
     if cp_size > 1:
         setup += f", context parallel {cp_size}"
     working = ACT_WORKING * local_tokens * d * act_bytes / 2
-    saved = layers * local_tokens * d * act_bytes
+    # each layer's input, kept for its recomputation (in CPU memory with activation_offload: a
+    # couple in flight)
+    saved = (2 if activation_offload else layers) * local_tokens * d * act_bytes
     activations = saved + working if activation_checkpointing else layers * working
     return Estimate(weights, activations, weights + activations, setup)
 
@@ -110,7 +112,8 @@ def check_fits(cfg, config, tokens: int, processes: int) -> Estimate:
     available, what, gpu = device_memory(cfg.trainer.accelerator)
     common = dict(tokens=tokens, micro_batch=cfg.data.micro_batch_size, bf16=cfg.trainer.precision.startswith("bf16"))
     mine = estimate(config, strategy=cfg.trainer.strategy, processes=processes, cp_size=cfg.trainer.context_parallel_size,
-                    activation_checkpointing=cfg.model.activation_checkpointing, cpu_offload=cfg.model.cpu_offload,
+                    activation_checkpointing=cfg.model.activation_checkpointing,
+                    activation_offload=cfg.model.activation_offload, cpu_offload=cfg.model.cpu_offload,
                     lora_rank=cfg.lora.rank if cfg.lora.enabled else None, lora_targets=cfg.lora.target_modules,
                     **common)
     if mine.total <= HEADROOM * available:
@@ -126,8 +129,9 @@ def check_fits(cfg, config, tokens: int, processes: int) -> Estimate:
     if estimate(config, strategy="fsdp", processes=processes, cpu_offload=True, **common).total <= budget:
         alternatives.append(f"trainer.strategy=fsdp model.cpu_offload=true on {processes} GPU(s) (slower)")
     if not cfg.lora.enabled and estimate(config, strategy="ddp", processes=processes, lora_rank=cfg.lora.rank,
-                                         lora_targets=cfg.lora.target_modules, **common).total <= budget:
-        alternatives.append("lora.enabled=true (adapters only)")
+                                         lora_targets=cfg.lora.target_modules, activation_offload=True,
+                                         **common).total <= budget:
+        alternatives.append("lora.enabled=true model.activation_offload=true (adapters only)")
     where = "" if gpu else " on 80 GB GPUs"
     hint = f"; would fit{where}: " + " | ".join(alternatives) if alternatives else "; nothing tried fits: use more or larger GPUs"
     raise BadInputError(f"this run does not fit: {mine.describe()}, more than {what}{hint}")

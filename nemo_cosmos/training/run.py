@@ -194,7 +194,8 @@ def build(cfg):
         dit_config, lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay, betas=tuple(cfg.optim.betas),
         eps=cfg.optim.eps, text_dropout=cfg.diffusion.text_dropout, p_mean=cfg.diffusion.p_mean,
         p_std=cfg.diffusion.p_std, loss_add_logvar=cfg.diffusion.loss_add_logvar,
-        activation_checkpointing=cfg.model.activation_checkpointing, seed=cfg.diffusion.seed, init_from=base or None,
+        activation_checkpointing=cfg.model.activation_checkpointing, activation_offload=cfg.model.activation_offload,
+        seed=cfg.diffusion.seed, init_from=base or None,
         lora=lora, base_dtype=torch.bfloat16 if cfg.trainer.precision.startswith("bf16") else torch.float32,
         build=not sharded,
     )
