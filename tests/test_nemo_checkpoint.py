@@ -222,3 +222,16 @@ def test_index_that_would_run_code_is_refused(saved, tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="refusing to load"):
         nd.load_nemo_checkpoint(str(path), saved[1])
     assert not (tmp_path / "pwned").exists()
+
+
+def test_common_pickle_never_runs_even_when_the_environment_allows_pickles(saved, tmp_path, monkeypatch):
+    # many users set this for older projects; our weights-only promise must not depend on it
+    monkeypatch.setenv("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
+    path = _copy(saved[0], tmp_path / "c")
+    torch.save({"payload": _RunsCode()}, path / "weights" / "common.pt")
+    monkeypatch.chdir(tmp_path)
+    loaded, _ = nd.load_nemo_checkpoint(str(path), saved[1])
+    assert not (tmp_path / "pwned").exists()
+    assert_same(loaded, nd.load_nemo_checkpoint(str(saved[0]), saved[1])[0])
+    nd.read_nemo_extras(str(path))
+    assert not (tmp_path / "pwned").exists()

@@ -293,6 +293,22 @@ def _check_tensors(weights_dir: str, shapes: Mapping[str, Tuple[int, ...]], conf
     return expected
 
 
+def _tensors_only():
+    """Megatron's load strategy for the non-tensor part, made to read nothing: ``common.pt`` is a
+    pickle, which Megatron opens with a plain ``torch.load`` that TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1
+    turns into full unpickling. The DiT needs none of it."""
+    from megatron.core.dist_checkpointing.strategies.common import TorchCommonLoadStrategy
+
+    class TensorsOnly(TorchCommonLoadStrategy):
+        def load_common(self, checkpoint_dir):
+            return {}
+
+        def load_sharded_objects(self, sharded_objects_state_dict, checkpoint_dir):
+            raise BadInputError(f"{checkpoint_dir}: pickled objects are not read")
+
+    return TensorsOnly()
+
+
 def read_nemo_tensors(weights_dir: str, config: CosmosDiTConfig) -> Dict[str, torch.Tensor]:
     """The NeMo tensors the DiT of `config` needs, as whole global tensors on the CPU, after checking
     that the checkpoint holds each one with the shape the config implies."""
@@ -314,7 +330,7 @@ def read_nemo_tensors(weights_dir: str, config: CosmosDiTConfig) -> Dict[str, to
             for key, shape in expected.items()
         }
         try:
-            loaded = dist_checkpointing.load(request, weights_dir)
+            loaded = dist_checkpointing.load(request, weights_dir, common_strategy=_tensors_only())
         except (Exception, CheckpointException) as e:  # DCP's exception is not an Exception
             raise BadInputError(f"cannot read checkpoint {weights_dir}: {_first_line(e)}") from None
     return loaded
@@ -418,7 +434,7 @@ def read_nemo_extras(path: str) -> Dict[str, torch.Tensor]:
                                                                        dtype=available[PREFIX + k].dtype), replica_id=rank)
             for k in _NEMO_ONLY if PREFIX + k in available
         }
-        return dist_checkpointing.load(request, weights_dir) if request else {}
+        return dist_checkpointing.load(request, weights_dir, common_strategy=_tensors_only()) if request else {}
 
 
 def save_nemo_checkpoint(state_dict: Mapping[str, torch.Tensor], config: CosmosDiTConfig, ckpt_dir: str,
