@@ -235,3 +235,56 @@ def test_common_pickle_never_runs_even_when_the_environment_allows_pickles(saved
     assert_same(loaded, nd.load_nemo_checkpoint(str(saved[0]), saved[1])[0])
     nd.read_nemo_extras(str(path))
     assert not (tmp_path / "pwned").exists()
+
+
+SAVING_SCRIPT = """
+import os, sys
+from nemo_cosmos.checkpoint.nemo_dist import save_nemo_checkpoint
+from nemo_cosmos.models import CosmosDiT, tiny_config
+cfg = tiny_config(); sd = CosmosDiT(cfg).state_dict()
+for i in range(int(sys.argv[2])):
+    save_nemo_checkpoint(sd, cfg, os.path.join(sys.argv[1], f"c{i}"))
+    kids = [c for t in os.listdir("/proc/self/task") for c in open(f"/proc/self/task/{t}/children").read().split()]
+    print("saved", i, "children", len(kids), flush=True)
+"""
+
+
+def _session_members(sid):
+    members = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[3]) == sid and fields[0] != "Z":  # session id; zombies are gone already
+            members.append(int(pid))
+    return members
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="reads Linux's /proc")
+def test_saving_leaves_no_process_behind(tmp_path):
+    """A plain script (no main guard) saves twice; no helper process outlives a save, nor a SIGKILL."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    script = tmp_path / "save.py"
+    script.write_text(SAVING_SCRIPT)
+    done = subprocess.run([sys.executable, str(script), str(tmp_path / "a"), "2"], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.splitlines() == ["saved 0 children 0", "saved 1 children 0"]
+
+    proc = subprocess.Popen([sys.executable, str(script), str(tmp_path / "b"), "1000"], stdout=subprocess.PIPE,
+                            text=True, start_new_session=True)
+    try:
+        assert proc.stdout.readline().startswith("saved 0")
+        time.sleep(0.3)  # most likely inside the next save
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    deadline = time.time() + 10
+    while _session_members(proc.pid) and time.time() < deadline:
+        time.sleep(0.2)
+    assert _session_members(proc.pid) == []

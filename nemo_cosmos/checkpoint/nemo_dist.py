@@ -206,6 +206,35 @@ def _process_group() -> Iterator[None]:
         dist.destroy_process_group()
 
 
+def _die_with_parent() -> None:
+    import ctypes
+    import signal
+
+    ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG: killed when the process that started it dies
+
+
+@contextlib.contextmanager
+def _writer_results_queue() -> Iterator[None]:
+    """Megatron's torch_dist writer reports its results through the queue of a multiprocessing
+    Manager that it starts on first use and never stops: a server process (with spawn's resource
+    tracker) that outlives the run, and a killed run too. Give it the queue of a manager of our own
+    for the one save: forked (no re-import of __main__, so user scripts need no main guard), killed
+    with this process, and shut down when the save is done."""
+    from multiprocessing import get_context
+    from multiprocessing.managers import SyncManager
+
+    from megatron.core.dist_checkpointing.strategies import filesystem_async
+
+    manager = SyncManager(ctx=get_context("fork"))
+    manager.start(initializer=_die_with_parent)
+    previous, filesystem_async._results_queue = filesystem_async._results_queue, manager.Queue()
+    try:
+        yield
+    finally:
+        filesystem_async._results_queue = previous
+        manager.shutdown()
+
+
 @contextlib.contextmanager
 def _cpu_torch_cuda() -> Iterator[None]:
     """Megatron's torch_dist writer calls torch.cuda.synchronize() and current_device(), which a
@@ -478,7 +507,7 @@ def save_nemo_checkpoint(state_dict: Mapping[str, torch.Tensor], config: CosmosD
                 os.makedirs(os.path.join(tmp, WEIGHTS_DIR))
             if dist.get_world_size() > 1:
                 dist.barrier()
-            with _cpu_torch_cuda():
+            with _cpu_torch_cuda(), _writer_results_queue():
                 dist_checkpointing.save(sharded, os.path.join(tmp, WEIGHTS_DIR))
             if rank == 0:
                 os.makedirs(os.path.join(tmp, CONTEXT_DIR))
