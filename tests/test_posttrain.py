@@ -6,6 +6,7 @@ import glob
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -143,8 +144,11 @@ def test_killed_run_resumes_from_its_last_checkpoint(assets, dataset, tmp_path):
     saved = checkpoints(log_dir)
     assert saved, "no checkpoint before the kill"
     last = max(saved)
-    # whatever the kill interrupted is not visible as a checkpoint; plant a stale one as well
+    # whatever the kill interrupted is not visible as a checkpoint; plant a stale one of a writer of this
+    # machine that is gone (removed on resume) and a folder that is not ours (left alone)
     stale = glob.glob(str(log_dir / RUN / "default" / "*" / "checkpoints"))[0]
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    os.makedirs(os.path.join(stale, f".tmp-{socket.gethostname()}-{gone.stdout.strip()}-x", "ckpt", "weights"))
     os.makedirs(os.path.join(stale, ".tmp-half-written", "ckpt"))
 
     done = subprocess.run(cmd[:-2] + [f"trainer.max_steps={last + 2}", "trainer.checkpoint_every_n_steps=1000"],
@@ -153,6 +157,42 @@ def test_killed_run_resumes_from_its_last_checkpoint(assets, dataset, tmp_path):
     assert f"step={last}" in done.stderr.split("resuming from")[1].splitlines()[0]
     assert max(checkpoints(log_dir)) == last + 2
     assert all(v for v in checkpoints(log_dir).values())
+    assert not glob.glob(str(log_dir / RUN / "default" / "*" / "checkpoints" / f".tmp-{socket.gethostname()}-*"))
+    assert os.path.isdir(os.path.join(stale, ".tmp-half-written"))
+    # the same losses as a run that was never interrupted
+    reference = tmp_path / "reference"
+    assert train(dataset, reference, assets / "tiny", f"trainer.max_steps={last + 2}") == 0
+    a, b = losses(reference), losses(log_dir)
+    np.testing.assert_allclose([b[s] for s in (last, last + 1)], [a[s] for s in (last, last + 1)], rtol=1e-5)
+
+
+def test_a_checkpoint_that_cannot_be_written_stops_the_run_and_loses_nothing(assets, dataset, tmp_path, capsys,
+                                                                               monkeypatch):
+    import errno
+
+    from nemo_cosmos.training import checkpoint_io
+
+    real, calls = checkpoint_io.save_file, []
+
+    def disk_full_at_the_second_checkpoint(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(checkpoint_io, "save_file", disk_full_at_the_second_checkpoint)
+    log_dir = tmp_path / "nemo_experiments"
+    assert train(dataset, log_dir, assets / "tiny", "trainer.max_steps=8", "trainer.checkpoint_every_n_steps=2") == 2
+    err = capsys.readouterr().err
+    assert "cannot write checkpoint" in err and "No space left on device" in err and err.count("\n") == 1
+    assert sorted(checkpoints(log_dir)) == [2]  # step 4 never appeared, not even half
+    assert not glob.glob(str(log_dir / RUN / "default" / "*" / "checkpoints" / ".tmp-*"))
+    monkeypatch.setattr(checkpoint_io, "save_file", real)
+    assert train(dataset, log_dir, assets / "tiny", "trainer.max_steps=6", "trainer.checkpoint_every_n_steps=2") == 0
+    reference = tmp_path / "reference"
+    assert train(dataset, reference, assets / "tiny", "trainer.max_steps=6", "trainer.checkpoint_every_n_steps=2") == 0
+    a, b = losses(reference), losses(log_dir)
+    np.testing.assert_allclose([b[s] for s in range(2, 6)], [a[s] for s in range(2, 6)], rtol=1e-5)
 
 
 def test_plain_training_script_uses_the_module(assets, dataset, tmp_path):

@@ -29,7 +29,7 @@ from safetensors.torch import load_file, save_file
 from ..checkpoint import load_nemo_checkpoint, save_nemo_checkpoint
 from ..checkpoint.nemo_dist import CONFIG_FILE, CONTEXT_DIR, read_nemo_extras
 from ..diffusion import LogVarHead
-from ..errors import BadInputError, MissingFileError, first_line
+from ..errors import BadInputError, MissingFileError, OutputError, first_line
 from ..models.config import CosmosDiTConfig, config_to_dict
 from ..models.lora import LoraSettings, from_peft_name, save_lora, to_peft_name
 
@@ -134,11 +134,18 @@ class NeMoCheckpointIO(CheckpointIO):
 
     def save_checkpoint(self, checkpoint: Dict[str, Any], path, storage_options: Optional[Any] = None) -> None:
         """Called on every rank (the strategies' _CollectiveSave): the weights are written collectively."""
+        final = checkpoint_folder(path)
+        try:
+            self._save(checkpoint, final)
+        except OSError as e:  # disk full, a read-only folder: the run stops, earlier checkpoints stay whole
+            raise OutputError(f"cannot write checkpoint {final}: {first_line(e)}; earlier checkpoints are intact, "
+                              "a new run resumes from the newest") from e
+
+    def _save(self, checkpoint: Dict[str, Any], final: str) -> None:
         import torch.distributed as dist
 
         from ..utils.io import staging_folder
 
-        final = checkpoint_folder(path)
         state = checkpoint["state_dict"]
         rank = dist.get_rank() if dist.is_initialized() else 0
         tmp = staging_folder(os.path.dirname(final)) if rank == 0 else None

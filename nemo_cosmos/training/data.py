@@ -8,7 +8,7 @@ from __future__ import annotations
 import glob
 import json
 import os
-from typing import Dict, Iterator, Tuple
+from typing import Callable, Dict, Iterator, Tuple, Union
 
 import lightning.pytorch as pl
 import torch
@@ -83,13 +83,20 @@ class CachedVideoDataset(Dataset):
 class StepSampler(Sampler):
     """Dataset indices for training steps start..end-1 of this data-parallel rank. Position p of the
     global sample stream (step * global_batch + rank * micro_batch + j) is sample perm_e[p % n]
-    with perm_e a permutation seeded by (seed, epoch e = p // n)."""
+    with perm_e a permutation seeded by (seed, epoch e = p // n). `start_step` may be a function
+    (the trainer's current step): each pass over the sampler then starts where training is, which is
+    what a run resumed in the middle of Lightning's "epoch" needs when that epoch ends early and the
+    loader is iterated again."""
 
-    def __init__(self, num_samples: int, micro_batch: int, start_step: int, end_step: int,
+    def __init__(self, num_samples: int, micro_batch: int, start_step: Union[int, Callable[[], int]], end_step: int,
                  rank: int = 0, world: int = 1, seed: int = 0):
         self.n, self.micro, self.rank, self.world, self.seed = num_samples, micro_batch, rank, world, seed
-        self.start, self.end = start_step, end_step
+        self._start, self.end = start_step, end_step
         self._perms: Dict[int, torch.Tensor] = {}
+
+    @property
+    def start(self) -> int:
+        return self._start() if callable(self._start) else self._start
 
     def _perm(self, epoch: int) -> torch.Tensor:
         if epoch not in self._perms:
@@ -127,5 +134,5 @@ class CachedVideoDataModule(pl.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         t = self.trainer  # called after a resumed run's step counter is restored
         rank, size = data_parallel_position(t)
-        sampler = StepSampler(len(self.dataset), self.micro, t.global_step, t.max_steps, rank, size, self.seed)
+        sampler = StepSampler(len(self.dataset), self.micro, lambda: t.global_step, t.max_steps, rank, size, self.seed)
         return DataLoader(self.dataset, batch_size=self.micro, sampler=sampler, num_workers=self.num_workers)

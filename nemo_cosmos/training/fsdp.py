@@ -27,7 +27,7 @@ from lightning.pytorch.strategies import ModelParallelStrategy
 
 from ..checkpoint import save_nemo_checkpoint
 from ..diffusion import LogVarHead
-from ..errors import BadInputError, first_line
+from ..errors import BadInputError, OutputError, first_line
 from .checkpoint_io import TRAIN_STATE, checkpoint_folder, read_train_state, write_train_state
 
 SHARDED = "sharded"
@@ -127,12 +127,19 @@ class CosmosFSDPStrategy(ModelParallelStrategy):
         return tmp[0]
 
     def save_checkpoint(self, checkpoint: Dict[str, Any], filepath, storage_options: Optional[Any] = None) -> None:
+        final = checkpoint_folder(self.broadcast(os.fspath(filepath)))
+        try:
+            self._save_sharded(checkpoint, final)
+        except OSError as e:  # disk full, a read-only folder: the run stops, earlier checkpoints stay whole
+            raise OutputError(f"cannot write checkpoint {final}: {first_line(e)}; earlier checkpoints are intact, "
+                              "a new run resumes from the newest") from e
+
+    def _save_sharded(self, checkpoint: Dict[str, Any], final: str) -> None:
         import torch.distributed.checkpoint as dcp
         from torch.distributed.checkpoint import HuggingFaceStorageWriter
 
         io = self.checkpoint_io
         config = self.lightning_module.config
-        final = checkpoint_folder(self.broadcast(os.fspath(filepath)))
         state = checkpoint.pop("state_dict")
         optimizers = checkpoint.pop("optimizer_states", [])
         rank, world = self.global_rank, self.world_size

@@ -174,6 +174,7 @@ def build(cfg):
     if resume_from:
         _check_resumable(resume_from, run_layout)
         log.info("resuming from %s", resume_from)
+        _remove_unfinished(root)
     name, dit_config = _model_config(cfg, resume_from)
     tokens, cp = _tokens(datamodule, dit_config), cfg.trainer.context_parallel_size
     if cp > 1 and dit_config.num_attention_heads % cp:
@@ -221,6 +222,18 @@ def build(cfg):
         num_sanity_val_steps=0, enable_model_summary=False,
     )
     return trainer, module, datamodule, resume_from
+
+
+def _remove_unfinished(root: str) -> None:
+    """Remove the half-written checkpoints that killed runs of this name left (each can be a whole
+    model's worth of disk)."""
+    import glob
+
+    from ..utils.io import remove_stale_staging
+
+    removed = [p for d in glob.glob(os.path.join(root, "default", "*", "checkpoints")) for p in remove_stale_staging(d)]
+    if removed:
+        log.info("removed %d unfinished checkpoint(s) of killed runs", len(removed))
 
 
 def _model_config(cfg, resume_from: Optional[str]) -> tuple:

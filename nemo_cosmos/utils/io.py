@@ -16,6 +16,7 @@ import errno
 import fcntl
 import json
 import os
+import socket
 import tempfile
 from typing import Any, Dict, Iterator, List, Sequence, Tuple
 
@@ -48,13 +49,46 @@ STAGING_PREFIX = ".tmp-"
 """Folders being written (a checkpoint before its rename); a folder of this name is never complete."""
 
 
+def _staging_owner() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}-"
+
+
 def staging_folder(parent: str) -> str:
     """A new folder in `parent` to assemble a folder output in before renaming it into place, with
-    the permissions the umask gives (mkdtemp's own are 0700)."""
+    the permissions the umask gives (mkdtemp's own are 0700). Folders that killed writers of this
+    machine left in `parent` are removed first: each can hold a whole checkpoint."""
     os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=parent)
+    remove_stale_staging(parent)
+    tmp = tempfile.mkdtemp(prefix=STAGING_PREFIX + _staging_owner(), dir=parent)
     os.chmod(tmp, 0o777 & ~_umask())
     return tmp
+
+
+def remove_stale_staging(parent: str) -> List[str]:
+    """Remove the staging folders in `parent` whose writer (a process of this machine, named in the
+    folder's name) no longer runs; returns their paths. Other machines' folders are left alone."""
+    import shutil
+
+    host = socket.gethostname()
+    removed = []
+    for entry in os.listdir(parent):
+        if not entry.startswith(STAGING_PREFIX + host + "-"):
+            continue
+        pid = entry[len(STAGING_PREFIX + host) + 1:].split("-", 1)[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(os.path.join(parent, entry), ignore_errors=True)
+            removed.append(os.path.join(parent, entry))
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _fsync(path: str) -> None:
@@ -159,15 +193,7 @@ def recover(path: str, locked: bool = False) -> None:
 
 def _writer_alive(entry: str, name: str) -> bool:
     pid = entry[len(name) + 2:].split(".", 1)[0]
-    if not pid.isdigit():
-        return True  # not one of ours: leave it
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    return _alive(int(pid)) if pid.isdigit() else True  # not one of ours: leave it
 
 
 def check_writable(path: str, what: str = "output") -> None:
