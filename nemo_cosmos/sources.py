@@ -141,12 +141,20 @@ def resolve_source(name_or_path: str, model: Optional[str] = None, tokenizer: Op
             raise MissingFileError(f"tokenizer folder not found: {tokenizer}")
         src.tokenizer = tokenizer
     if text_encoder:
+        if _looks_like_path(text_encoder) and not os.path.isdir(text_encoder):
+            raise MissingFileError(f"T5 text encoder not found: {text_encoder} (a folder, or a Hub name such as "
+                                   "google-t5/t5-11b)")
         src.text_encoder = text_encoder
     if src.tokenizer is None and (src.preset is None or src.preset.tokenizer_repo is None):
         raise BadInputError(f"{src.name} does not say which tokenizer it needs: give its folder (--tokenizer_dir)")
     if not src.text_encoder:
         raise BadInputError(f"{src.name} does not say which text encoder it needs: give it (--t5_path)")
     return src
+
+
+def _looks_like_path(name: str) -> bool:
+    """A folder rather than a Hub name ("owner/name"): absolute, relative to ., ~, or deeper."""
+    return os.path.isabs(name) or name.startswith((".", "~")) or name.count("/") > 1
 
 
 def default_model(log_fallback: bool = True) -> str:

@@ -185,7 +185,7 @@ def test_missing_shard_is_named(saved, tmp_path):
     path = _copy(saved[0], tmp_path / "c")
     shard = sorted(f for f in os.listdir(path / "weights") if f.endswith(".distcp"))[0]
     os.remove(path / "weights" / shard)
-    with pytest.raises(ValueError, match=shard):
+    with pytest.raises(FileNotFoundError, match=f"checkpoint shard missing: .*{shard}"):
         nd.load_nemo_checkpoint(str(path), saved[1])
 
 
@@ -195,7 +195,7 @@ def test_truncated_shard_fails_cleanly(saved, tmp_path):
         if f.endswith(".distcp"):
             data = (path / "weights" / f).read_bytes()
             (path / "weights" / f).write_bytes(data[: len(data) // 3])
-    with pytest.raises(ValueError, match="cannot read checkpoint"):
+    with pytest.raises(ValueError, match=r"checkpoint shard .*\.distcp is truncated"):
         nd.load_nemo_checkpoint(str(path), saved[1])
 
 
@@ -274,17 +274,20 @@ def test_saving_leaves_no_process_behind(tmp_path):
     done = subprocess.run([sys.executable, str(script), str(tmp_path / "a"), "2"], capture_output=True, text=True,
                           timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
-    assert done.stdout.splitlines() == ["saved 0 children 0", "saved 1 children 0"]
+    assert [x for x in done.stdout.splitlines() if x.startswith("saved")] == ["saved 0 children 0", "saved 1 children 0"]
 
     proc = subprocess.Popen([sys.executable, str(script), str(tmp_path / "b"), "1000"], stdout=subprocess.PIPE,
                             text=True, start_new_session=True)
     try:
-        assert proc.stdout.readline().startswith("saved 0")
+        line = proc.stdout.readline()
+        while line and not line.startswith("saved 0"):
+            line = proc.stdout.readline()
+        assert line.startswith("saved 0")
         time.sleep(0.3)  # most likely inside the next save
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait()
-    deadline = time.time() + 10
+    deadline = time.time() + 30
     while _session_members(proc.pid) and time.time() < deadline:
         time.sleep(0.2)
     assert _session_members(proc.pid) == []

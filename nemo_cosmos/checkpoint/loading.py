@@ -46,18 +46,21 @@ class CheckpointInfo:
 def inspect_checkpoint(path: str) -> CheckpointInfo:
     """Find the weights under `path` (any layout find_dit_checkpoint knows) and what they say about
     themselves. Reads indexes and metadata only, not the weights."""
-    from ..presets import read_model_index
+    from ..presets import MODEL_INDEX, read_model_index
+    from .nemo_dist import CONFIG_FILE, CONTEXT_DIR
 
     kind, found = find_dit_checkpoint(os.fspath(path))
-    context = None
+    context, where = None, found
     if kind == NEMO:
         context = read_saved_context(found)
+        where = os.path.join(os.path.dirname(found), CONTEXT_DIR, CONFIG_FILE)
     elif kind == OURS:
         context = read_safetensors_context(found)
     elif kind == PIPELINE:
         index = read_model_index(found)
         context = {"config": index["dit"], "model": index.get("model")}
-    config = _config_of(context, found)
+        where = os.path.join(found, MODEL_INDEX)
+    config = _config_of(context, where)
     model = context.get("model") if context else None
     if model is None:
         model = _match_published(kind, found, config)

@@ -294,12 +294,59 @@ def check_weights_dir(weights_dir: str) -> str:
     index = os.path.join(weights_dir, ".metadata")
     if not os.path.isfile(index):
         raise MissingFileError(f"checkpoint index missing: {index}")
+    _check_shard_files(weights_dir, _read_index(index))
+    return TORCH_DIST
+
+
+def _read_index(index: str):
     try:
         with open(index, "rb") as f:
-            _MetadataUnpickler(f).load()
+            return _MetadataUnpickler(f).load()
     except Exception as e:
         raise BadInputError(f"cannot read checkpoint index {index}: {first_line(e)}") from None
-    return TORCH_DIST
+
+
+def _check_shard_files(weights_dir: str, metadata) -> None:
+    """Every shard file the index names is there and long enough for what it should hold."""
+    needed: Dict[str, int] = {}
+    for info in getattr(metadata, "storage_data", {}).values():
+        path = getattr(info, "relative_path", None)
+        if isinstance(path, str):
+            needed[path] = max(needed.get(path, 0), int(info.offset) + int(info.length))
+    for name, size in sorted(needed.items()):
+        path = os.path.join(weights_dir, name)
+        if not os.path.isfile(path):
+            raise MissingFileError(f"checkpoint shard missing: {path}")
+        have = os.path.getsize(path)
+        if have < size:
+            raise BadInputError(f"checkpoint shard {path} is truncated: {have} of at least {size} bytes")
+
+
+def _damaged_shard(weights_dir: str):
+    """The first shard file one of whose items does not read back (after a failed load: this reads
+    every item again, each as DCP stores it: a weights-only torch.save record)."""
+    import io
+
+    metadata = _read_index(os.path.join(weights_dir, ".metadata"))
+    items: Dict[str, list] = {}
+    for info in metadata.storage_data.values():
+        items.setdefault(info.relative_path, []).append(info)
+    for name in sorted(items):
+        path = os.path.join(weights_dir, name)
+        with open(path, "rb") as f:
+            for info in sorted(items[name], key=lambda i: i.offset):
+                f.seek(info.offset)
+                try:
+                    torch.load(io.BytesIO(f.read(info.length)), map_location="cpu", weights_only=True)
+                except Exception:
+                    return path
+    return None
+
+
+def _files_holding(weights_dir: str, key: str) -> List[str]:
+    metadata = _read_index(os.path.join(weights_dir, ".metadata"))
+    return sorted({os.path.join(weights_dir, info.relative_path) for index, info in metadata.storage_data.items()
+                   if getattr(index, "fqn", None) == key})
 
 
 def _check_tensors(weights_dir: str, shapes: Mapping[str, Tuple[int, ...]], config: CosmosDiTConfig) -> Dict[str, Tuple[int, ...]]:
@@ -361,7 +408,15 @@ def read_nemo_tensors(weights_dir: str, config: CosmosDiTConfig) -> Dict[str, to
         try:
             loaded = dist_checkpointing.load(request, weights_dir, common_strategy=_tensors_only())
         except (Exception, CheckpointException) as e:  # DCP's exception is not an Exception
+            damaged = _damaged_shard(weights_dir)
+            if damaged:
+                raise BadInputError(f"checkpoint shard {damaged} is damaged: it does not hold the data its index "
+                                    "describes") from None
             raise BadInputError(f"cannot read checkpoint {weights_dir}: {_first_line(e)}") from None
+    for key, t in loaded.items():  # torch_dist has no checksums: a damaged shard shows as NaN or Inf
+        if t.is_floating_point() and not torch.isfinite(t).all():
+            files = ", ".join(_files_holding(weights_dir, key)) or weights_dir
+            raise BadInputError(f"tensor {key!r} holds NaN or Inf values: a damaged shard? ({files})")
     return loaded
 
 

@@ -9,6 +9,7 @@ changes a few embedding elements after bf16 rounding and, through them, the vide
 from __future__ import annotations
 
 import os
+import pickle
 from contextlib import contextmanager
 from typing import Iterator, List, Optional
 
@@ -38,7 +39,7 @@ class T5TextEncoder:
         try:
             tokenizer = AutoTokenizer.from_pretrained(name_or_path, cache_dir=cache_dir)
             model = T5EncoderModel.from_pretrained(name_or_path, cache_dir=cache_dir)
-        except (OSError, ValueError) as e:
+        except (OSError, ValueError, EOFError, pickle.UnpicklingError) as e:  # missing, or not weights
             where = name_or_path if os.path.isdir(name_or_path) else f"{name_or_path} (Hugging Face cache)"
             raise MissingFileError(
                 f"cannot load the T5 text encoder from {where}: {first_line(e)}; "

@@ -17,6 +17,8 @@ from typing import Dict
 
 import torch
 
+from ..errors import BadInputError, first_line
+
 _TENSOR_GLOBALS = {
     ("torch._utils", "_rebuild_tensor_v2"): torch._utils._rebuild_tensor_v2,
     ("torch._utils", "_rebuild_parameter"): torch._utils._rebuild_parameter,
@@ -97,9 +99,9 @@ def read_torchscript_weights(path: str | os.PathLike) -> Dict[str, torch.Tensor]
             prefix = pkl[0][: -len("data.pkl")]
             root = _WeightsUnpickler(archive.read(pkl[0]), archive, prefix).load()
     except (zipfile.BadZipFile, pickle.UnpicklingError, KeyError, EOFError, ValueError) as e:
-        raise ValueError(f"cannot read weights from {path}: {e}") from None
+        raise BadInputError(f"cannot read weights from {path}: {first_line(e)}") from None
     if not isinstance(root, _Record):
-        raise ValueError(f"cannot read weights from {path}: the archive holds no module")
+        raise BadInputError(f"cannot read weights from {path}: the archive holds no module")
     out: Dict[str, torch.Tensor] = {}
     _collect(root, "", out, set())
     return out

@@ -166,6 +166,8 @@ def build(cfg):
     if not cfg.data.path:
         raise BadInputError("data.path is not set: give the folder written by recipes.prepare_data")
     devices = processes(cfg)
+    if os.path.exists(cfg.log.log_dir) and not os.path.isdir(cfg.log.log_dir):
+        raise BadInputError(f"log.log_dir {cfg.log.log_dir} is a file, not a folder")
     datamodule = CachedVideoDataModule(cfg.data.path, cfg.data.micro_batch_size, cfg.data.num_workers,
                                        cfg.diffusion.seed)
     root = os.path.join(cfg.log.log_dir, cfg.log.name)
