@@ -213,10 +213,13 @@ def _write_mp4(tmp: str, frames: np.ndarray, fps: float) -> None:
     import imageio_ffmpeg
 
     h, w = frames.shape[1:3]
-    # H.264 / yuv420p at quality 5, as NVIDIA's save_video
-    imageio.mimsave(tmp, list(frames), format="FFMPEG", fps=fps, quality=5, macro_block_size=1, codec="libx264",
-                    pixelformat="yuv420p", ffmpeg_params=["-s", f"{w}x{h}"], output_params=["-f", "mp4"])
-    written = imageio_ffmpeg.count_frames_and_secs(tmp)[0]
+    try:
+        # H.264 / yuv420p at quality 5, as NVIDIA's save_video
+        imageio.mimsave(tmp, list(frames), format="FFMPEG", fps=fps, quality=5, macro_block_size=1, codec="libx264",
+                        pixelformat="yuv420p", ffmpeg_params=["-s", f"{w}x{h}"], output_params=["-f", "mp4"])
+        written = imageio_ffmpeg.count_frames_and_secs(tmp)[0]
+    except (RuntimeError, BrokenPipeError) as e:  # ffmpeg failed, or its file does not read back (disk full)
+        raise OSError(errno.EIO, "ffmpeg did not write a readable video (disk full?)") from e
     if written != len(frames):  # ffmpeg can stop early (disk full) without an error code
         raise OSError(errno.EIO, f"the encoder wrote {written} of {len(frames)} frames")
 
