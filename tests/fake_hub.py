@@ -16,6 +16,8 @@ class FakeHub:
         self.repos = repos
         self.gated = gated or {}  # repo -> the token it requires
         self.cut_once = {}  # file name -> bytes after which its first transfer breaks off
+        self.stall_once = {}  # file name -> bytes after which its first transfer stops sending (no close)
+        self.stalled = threading.Event()
         self.log = []
         hub = self
 
@@ -91,6 +93,18 @@ class FakeHub:
             h.wfile.write(data[:cut])
             h.wfile.flush()
             h.close_connection = True
+            return
+        if not head and name in self.stall_once:
+            cut = self.stall_once.pop(name)
+            h.send_response(200)
+            for k, v in headers.items():
+                h.send_header(k, v)
+            h.send_header("Content-Length", str(len(data)))
+            h.end_headers()
+            h.wfile.write(data[:cut])
+            h.wfile.flush()
+            self.stalled.set()
+            threading.Event().wait(60)  # the client is killed meanwhile
             return
         rng = h.headers.get("Range")
         if rng and not head:

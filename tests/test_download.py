@@ -5,6 +5,7 @@ one clear line naming them; infer then finds the weights in the cache."""
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 from fake_hub import SHA, FakeHub
@@ -91,6 +92,35 @@ def test_broken_transfer_resumes_where_it_stopped(hub, repos, tmp_path):
     ranges = [r for m, p, _, r in hub.log if m == "GET" and p.endswith("model.safetensors")]
     assert ranges == [None, f"bytes={10 << 20}-"]  # the whole 10 MiB read before the break is kept
     assert (snapshot(tmp_path, "google-t5/t5-11b") / "model.safetensors").read_bytes() == big
+
+
+def test_a_killed_download_resumes_where_it_stopped(hub, repos, tmp_path):
+    import signal
+
+    big = repos["google-t5/t5-11b"]["model.safetensors"]
+    hub.stall_once["model.safetensors"] = 11 << 20
+    e = {k: v for k, v in os.environ.items() if not k.startswith("HF_")}
+    e.update(HF_ENDPOINT=hub.url, HF_HOME=str(tmp_path), HF_HUB_DISABLE_TELEMETRY="1", HF_TOKEN=TOKEN)
+    args = ["--model", "Cosmos-1.0-Diffusion-14B-Text2World", "--skip_upsampler", "--skip_guardrail"]
+    proc = subprocess.Popen([sys.executable, "-m", "nemo_cosmos.recipes.download", *args], env=e,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        assert hub.stalled.wait(120)
+        time.sleep(1.0)  # what was received is on its way to the disk
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    blobs = tmp_path / "hub" / "models--google-t5--t5-11b" / "blobs"
+    partial = [f for f in os.listdir(blobs) if f.endswith(".incomplete")]
+    assert len(partial) == 1
+    kept = os.path.getsize(blobs / partial[0])
+
+    done = run(hub, tmp_path, *args)
+    assert done.returncode == 0, done.stderr
+    ranges = [r for m, p, _, r in hub.log if m == "GET" and p.endswith("model.safetensors")]
+    assert ranges[-1] == f"bytes={kept}-" and kept > 0
+    assert (snapshot(tmp_path, "google-t5/t5-11b") / "model.safetensors").read_bytes() == big
+    assert not [f for f in os.listdir(blobs) if f.endswith(".incomplete")]
 
 
 def test_gated_repo_without_token_names_it_and_what_to_do(hub, tmp_path):

@@ -30,13 +30,78 @@ def cached_snapshot(item: HubItem) -> Optional[str]:
 
 
 def fetch(item: HubItem, progress: bool = True) -> str:
-    """Download `item` into the cache (files already there are skipped; a broken transfer resumes)."""
+    """Download `item` into the cache (files already there are skipped; a broken transfer resumes,
+    within this process by huggingface_hub, and after a killed process by resume_partial_downloads)."""
     from huggingface_hub import snapshot_download
     from huggingface_hub.utils import disable_progress_bars, enable_progress_bars
 
     (enable_progress_bars if progress else disable_progress_bars)()
+    saved = resume_partial_downloads(item.repo)
+    if saved:
+        log.info("%s: continued interrupted downloads (%.1f MiB not fetched again)", item.repo, saved / 2**20)
     return snapshot_download(item.repo, allow_patterns=list(item.allow) if item.allow else None,
                              ignore_patterns=list(item.ignore) if item.ignore else None)
+
+
+def resume_partial_downloads(repo: str) -> int:
+    """Finish the files of `repo` that a killed download left half-written in the cache. Since
+    version 1, huggingface_hub writes each download to a file of its own process
+    (``blobs/<etag>.<random>.incomplete``) and starts from byte 0 in the next process, leaving the
+    partial file behind. Here each such file whose download is not running (its cache lock is free)
+    is continued with a range request, checked against the file's SHA-256, and put where
+    huggingface_hub looks for it (``blobs/<etag>``), which it then links instead of fetching.
+    Returns the bytes that did not have to be fetched again."""
+    import glob
+    import hashlib
+
+    from filelock import FileLock, Timeout
+    from huggingface_hub import HfApi, constants, hf_hub_url
+    from huggingface_hub.file_download import repo_folder_name
+    from huggingface_hub.utils import build_hf_headers, get_session
+
+    folder = repo_folder_name(repo_id=repo, repo_type="model")
+    blobs = os.path.join(constants.HF_HUB_CACHE, folder, "blobs")
+    partials = glob.glob(os.path.join(blobs, "*.incomplete"))
+    if not partials or hub_offline():
+        return 0
+    by_etag = {}
+    for entry in HfApi().list_repo_tree(repo, recursive=True):
+        lfs = getattr(entry, "lfs", None)
+        if lfs is not None:  # large files: the blob is named by the content's SHA-256
+            by_etag[lfs.sha256] = entry.path
+    saved = 0
+    for partial in sorted(partials, key=os.path.getsize, reverse=True):
+        etag = os.path.basename(partial).split(".", 1)[0]
+        blob = os.path.join(blobs, etag)
+        if etag not in by_etag or not os.path.exists(partial):
+            continue
+        try:
+            with FileLock(os.path.join(constants.HF_HUB_CACHE, ".locks", folder, f"{etag}.lock"), timeout=0):
+                if os.path.exists(blob):  # finished meanwhile: the partial is of no use
+                    os.remove(partial)
+                    continue
+                kept = os.path.getsize(partial)
+                headers = {**build_hf_headers(), "Range": f"bytes={kept}-"}
+                with get_session().stream("GET", hf_hub_url(repo, by_etag[etag]), headers=headers,
+                                          follow_redirects=True) as response:
+                    if response.status_code != 206:
+                        continue  # no ranges served here: huggingface_hub fetches it whole
+                    with open(partial, "ab") as f:
+                        for chunk in response.iter_bytes(1 << 20):
+                            f.write(chunk)
+                digest = hashlib.sha256()
+                with open(partial, "rb") as f:
+                    for chunk in iter(lambda: f.read(1 << 24), b""):
+                        digest.update(chunk)
+                if digest.hexdigest() != etag:  # changed upstream, or damaged: start afresh
+                    os.remove(partial)
+                    continue
+                os.chmod(partial, 0o644)
+                os.replace(partial, blob)
+                saved += kept
+        except Timeout:
+            continue  # another process is downloading this file now
+    return saved
 
 
 def explain(e: Exception, repo: str) -> str:
