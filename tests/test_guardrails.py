@@ -70,6 +70,20 @@ def make_safety_filter(folder, siglip_dim: int, unsafe_class: int = 0):
     torch.save({"model": {f"network.{k}": v for k, v in classifier.state_dict().items()}}, folder / "safety_filter.pt")
 
 
+def make_wordnet(nltk_data, nouns, exceptions):
+    """A WordNet database of a few nouns in the files and formats NLTK's reader parses (what the
+    guardrail download's blocklist/nltk_data holds in full)."""
+    root = nltk_data / "corpora" / "wordnet"
+    root.mkdir(parents=True)
+    (root / "lexnames").write_text("00\tadj.all\t3\n")
+    (root / "index.sense").write_text("")
+    for pos, name in (("n", "noun"), ("v", "verb"), ("a", "adj"), ("r", "adv")):
+        lemmas = sorted(nouns) if pos == "n" else []
+        (root / f"index.{name}").write_text("".join(f"{w} {pos} 1 0 1 0 {i + 1:08d}  \n" for i, w in enumerate(lemmas)))
+        (root / f"{name}.exc").write_text("".join(f"{k} {v}\n" for k, v in exceptions.items()) if pos == "n" else "")
+        (root / f"data.{name}").write_text("")
+
+
 @pytest.fixture(scope="module")
 def guard(tmp_path_factory):
     """A Cosmos-1.0-Guardrail-shaped folder with tiny models, and variants that block."""
@@ -77,9 +91,12 @@ def guard(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("guardrail")
     g = root / "Cosmos-1.0-Guardrail"
-    for sub, text in (("custom", "badword\n"), ("exact_match", "forbidden thing\n"), ("whitelist", "grape\n")):
+    for sub, text in (("custom", "badword\ngrenade\nknife\ncorpse\n"), ("exact_match", "forbidden thing\n"),
+                      ("whitelist", "grape\n")):
         (g / "blocklist" / sub).mkdir(parents=True)
         (g / "blocklist" / sub / "words").write_text(text)
+    make_wordnet(g / "blocklist" / "nltk_data", nouns=["grenade", "knife", "corpse", "thing", "man"],
+                 exceptions={"knives": "knife", "men": "man"})
     siglip = root / "siglip"
     vision = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2, image_size=32, patch_size=8)
     text = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2, vocab_size=64)
@@ -112,6 +129,12 @@ def test_blocklist_decisions(guard):
     assert "blocklisted word" in b.blocked("a BADWORD appears")
     assert "blocklisted word" in b.blocked("two b4dwords")  # leetspeak and plural
     assert "forbidden thing" in b.blocked("the Forbidden Thing moves")
+    assert "forbidden thing" in b.blocked("two forbidden things")  # WordNet: things -> thing
+    assert "close to the blocked phrase 'forbidden thing'" in b.blocked("the forbiddden thing moves")  # a window
+    # plurals WordNet knows, which a suffix rule gets wrong (grenad, kniv, corps)
+    for prompt in ("a man holding grenades", "a drawer of knives", "a pile of corpses"):
+        assert "blocklisted word" in b.blocked(prompt), prompt
+    assert b.lemmas is not None and b.lemmas("knives") == "knife" and b.lemmas("men") == "man"
     assert b.blocked("   ") == "the prompt is empty"
     with pytest.raises(FileNotFoundError, match="blocklist word lists missing"):
         Blocklist.from_dir(str(guard["dir"] / "nowhere"))

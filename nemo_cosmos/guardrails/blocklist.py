@@ -1,23 +1,27 @@
 """Keyword blocklist, the guardrails' first text check (Cosmos-1.0-Guardrail's ``blocklist/``).
 
 A prompt is blocked when, after folding it to ASCII, better_profanity (seeded with the ``custom``
-word lists, minus the ``whitelist``) finds a listed word in it or in a singularised copy of it, or
-when a phrase of an ``exact_match`` list occurs as whole words, or when a word of four letters or
-more nearly matches one of those (difflib ratio >= (n - 0.5) / n, n its length).
+word lists, minus the ``whitelist``) finds a listed word in it or in its lemmatised copy, or when a
+phrase of an ``exact_match`` list occurs as whole words, or when a window of as many words (for a
+single word: a word of four letters or more) nearly matches it (difflib ratio >= (n - 0.5) / n, n
+the phrase's length).
 
-Differences from NVIDIA's: singular forms come from a few suffix rules instead of NLTK's WordNet
-lemmatiser (whose corpus is a separate download).
+Lemmas come from NLTK's WordNet lemmatiser over the WordNet data in the guardrail download
+(``blocklist/nltk_data``), as in NVIDIA's code ("grenades" -> "grenade", "knives" -> "knife"). Words
+WordNet does not know are also tried without a plural suffix, which can only block more.
 """
 
 from __future__ import annotations
 
 import difflib
+import logging
 import os
 import re
 import unicodedata
 from typing import Iterable, List, Optional, Set
 
 _WORD = re.compile(r"[a-z0-9']+")
+log = logging.getLogger("nemo_cosmos")
 
 
 def _read_lists(folder: str) -> List[str]:
@@ -34,6 +38,33 @@ def ascii_fold(text: str) -> str:
     return unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode("ascii")
 
 
+class WordNetLemmas:
+    """NLTK's WordNet lemmatiser (nouns, its default) over a folder of nltk_data. The folder is
+    copied out first: NLTK >= 3.10.3 refuses data reached through symbolic links, which is how the
+    Hugging Face cache stores it."""
+
+    def __init__(self, nltk_data: str):
+        import atexit
+        import shutil
+        import tempfile
+        import warnings
+
+        import nltk
+        from nltk.corpus.reader.wordnet import WordNetCorpusReader
+
+        private = tempfile.mkdtemp(prefix="nemo_cosmos-nltk_data-")
+        atexit.register(shutil.rmtree, private, True)
+        shutil.copytree(nltk_data, private, dirs_exist_ok=True)  # follows the links
+        nltk.data.path.insert(0, private)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "multilingual functions are not available": not needed
+            self.wordnet = WordNetCorpusReader(nltk.data.find("corpora/wordnet"), None)
+
+    def __call__(self, word: str) -> str:
+        forms = self.wordnet._morphy(word, "n")  # what WordNetLemmatizer.lemmatize(word) computes
+        return min(forms, key=len) if forms else word
+
+
 def singular(word: str) -> str:
     for suffix, repl in (("ies", "y"), ("sses", "ss"), ("es", ""), ("s", "")):
         if word.endswith(suffix) and len(word) > len(suffix) + 2:
@@ -42,9 +73,11 @@ def singular(word: str) -> str:
 
 
 class Blocklist:
-    def __init__(self, custom: Iterable[str], exact: Iterable[str] = (), whitelist: Iterable[str] = ()):
+    def __init__(self, custom: Iterable[str], exact: Iterable[str] = (), whitelist: Iterable[str] = (),
+                 lemmas: Optional[WordNetLemmas] = None):
         from better_profanity import Profanity
 
+        self.lemmas = lemmas
         self.whitelist: Set[str] = {w.lower() for w in whitelist}
         self.profanity = Profanity()
         self.profanity.load_censor_words(custom_words=[w for w in custom if w not in self.whitelist])
@@ -57,8 +90,13 @@ class Blocklist:
         custom = os.path.join(folder, "custom")
         if not os.path.isdir(custom):
             raise FileNotFoundError(f"blocklist word lists missing: {custom}")
+        nltk_data = os.path.join(folder, "nltk_data")
+        lemmas = WordNetLemmas(nltk_data) if os.path.isdir(os.path.join(nltk_data, "corpora")) else None
+        if lemmas is None:
+            log.warning("%s has no nltk_data/: plurals are found by suffix rules only (download the guardrail "
+                        "repository again for NVIDIA's WordNet lemmas)", folder)
         return cls(_read_lists(custom), _read_lists(os.path.join(folder, "exact_match")),
-                   _read_lists(os.path.join(folder, "whitelist")))
+                   _read_lists(os.path.join(folder, "whitelist")), lemmas)
 
     def blocked(self, prompt: str) -> Optional[str]:
         """The reason a prompt is blocked, or None."""
@@ -66,20 +104,25 @@ class Blocklist:
         if not text:
             return "the prompt is empty"
         words = [w for w in _WORD.findall(text) if w not in self.whitelist]
-        singular_text = " ".join(singular(w) for w in words)
-        for candidate in (" ".join(words), singular_text):
+        lemma_words = [self._lemma(w) for w in words]
+        lemma_text = " ".join(lemma_words)
+        for candidate in (" ".join(words), lemma_text):
             if self.profanity.contains_profanity(candidate):
                 return "the prompt contains a blocklisted word"
         for phrase, pattern in zip(self.exact, self._exact_res):
-            if pattern.search(text) or pattern.search(singular_text):
+            if pattern.search(text) or pattern.search(lemma_text):
                 return f"the prompt contains the blocked phrase {phrase!r}"
-        for word in set(words):
-            if len(word) < 4:
-                continue
-            for phrase in self.exact:
-                if " " in phrase:
-                    continue
-                n = len(phrase)
-                if difflib.SequenceMatcher(None, word, phrase).ratio() >= (n - 0.5) / n:
-                    return f"the prompt contains a word close to the blocked word {phrase!r}"
+        for phrase in self.exact:
+            k, n = len(phrase.split()), len(phrase)
+            for seq in (words, lemma_words):
+                for i in range(len(seq) - k + 1):
+                    window = " ".join(seq[i:i + k])
+                    if len(window) < 4:
+                        continue
+                    if difflib.SequenceMatcher(None, window, phrase).ratio() >= (n - 0.5) / n:
+                        return f"the prompt contains words close to the blocked phrase {phrase!r}"
         return None
+
+    def _lemma(self, word: str) -> str:
+        lemma = self.lemmas(word) if self.lemmas is not None else word
+        return lemma if lemma != word else singular(word)
