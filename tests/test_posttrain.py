@@ -232,3 +232,29 @@ def test_data_parallel_under_torchrun(assets, dataset, tmp_path):
         capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert sorted(checkpoints(log_dir)) == [4] and sorted(losses(log_dir)) == [0, 1, 2, 3]
+
+
+def test_from_scratch_weights_follow_the_seed(tmp_path):
+    from nemo_cosmos.training import CosmosDiffusionModule
+
+    torch.manual_seed(123)  # whatever the global generator holds
+    a = CosmosDiffusionModule(tiny_config(), seed=7).dit.state_dict()
+    torch.rand(100)
+    b = CosmosDiffusionModule(tiny_config(), seed=7).dit.state_dict()
+    c = CosmosDiffusionModule(tiny_config(), seed=8).dit.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not all(torch.equal(a[k], c[k]) for k in a)
+
+
+def test_checkpoint_folders_take_the_umask(assets, dataset, tmp_path):
+    import stat
+
+    old = os.umask(0o022)
+    try:
+        assert train(dataset, tmp_path / "nemo_experiments", assets / "tiny", "trainer.max_steps=2",
+                     "trainer.checkpoint_every_n_steps=2") == 0
+    finally:
+        os.umask(old)
+    (folder,) = checkpoints(tmp_path / "nemo_experiments")[2]
+    for path in (folder, os.path.join(folder, "weights"), os.path.join(folder, "train_state")):
+        assert stat.S_IMODE(os.stat(path).st_mode) == 0o755, path
