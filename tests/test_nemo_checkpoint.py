@@ -290,4 +290,5 @@ def test_saving_leaves_no_process_behind(tmp_path):
     deadline = time.time() + 30
     while _session_members(proc.pid) and time.time() < deadline:
         time.sleep(0.2)
-    assert _session_members(proc.pid) == []
+    survivors = {pid: open(f"/proc/{pid}/cmdline").read().replace("\0", " ")[:200] for pid in _session_members(proc.pid)}
+    assert survivors == {}

@@ -206,31 +206,44 @@ def _process_group() -> Iterator[None]:
         dist.destroy_process_group()
 
 
-def _die_with_parent() -> None:
+def _die_with_parent(parent: int) -> None:
     import ctypes
     import signal
 
     ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG: killed when the process that started it dies
+    if os.getppid() != parent:  # it died before that took effect
+        os._exit(0)
 
 
 @contextlib.contextmanager
 def _writer_results_queue() -> Iterator[None]:
-    """Megatron's torch_dist writer reports its results through the queue of a multiprocessing
-    Manager that it starts on first use and never stops: a server process (with spawn's resource
-    tracker) that outlives the run, and a killed run too. Give it the queue of a manager of our own
-    for the one save: forked (no re-import of __main__, so user scripts need no main guard), killed
-    with this process, and shut down when the save is done."""
+    """Megatron's torch_dist writer forks one process per file and reports through the queue of a
+    multiprocessing Manager that it starts on first use and never stops: a server process (with
+    spawn's resource tracker) that outlives the run, and a killed run too, as can its writers. For
+    the one save, give it the queue of a manager of our own (forked, so no re-import of __main__
+    and user scripts need no main guard; shut down when the save is done), and make the manager
+    and the writers die with this process."""
     from multiprocessing import get_context
     from multiprocessing.managers import SyncManager
 
     from megatron.core.dist_checkpointing.strategies import filesystem_async
 
+    me = os.getpid()
+    writers = filesystem_async.FileSystemWriterAsync
+    write = writers.__dict__["write_preloaded_data"]
+
+    def write_in_a_child_that_dies_with_us(*args, **kwargs):
+        _die_with_parent(me)
+        return write.__func__(*args, **kwargs)
+
     manager = SyncManager(ctx=get_context("fork"))
-    manager.start(initializer=_die_with_parent)
+    manager.start(initializer=_die_with_parent, initargs=(me,))
     previous, filesystem_async._results_queue = filesystem_async._results_queue, manager.Queue()
+    writers.write_preloaded_data = staticmethod(write_in_a_child_that_dies_with_us)
     try:
         yield
     finally:
+        writers.write_preloaded_data = write
         filesystem_async._results_queue = previous
         manager.shutdown()
 
