@@ -136,3 +136,11 @@ def test_memory_estimate_follows_the_strategy():
     assert fsdp8.weights < ddp.weights / 7 and offload.weights < 3 * GiB and lora.weights < 2.1 * p
     cp2 = estimate(cfg, strategy="fsdp", processes=8, cp_size=2, **full)
     assert cp2.activations == pytest.approx(fsdp8.activations / 2)
+
+
+def test_fsdp_starts_from_a_nemo_checkpoint(assets, dataset, tmp_path):
+    # rank 0 alone reads the base (a torch_dist checkpoint) while the other rank waits for it
+    base = assets / "nemo_experiments" / "tiny_finetune"
+    log_dir = tmp_path / "nemo_experiments"
+    torchrun(2, dataset, log_dir, base, "trainer.strategy=fsdp", "data.micro_batch_size=1", "trainer.max_steps=2")
+    assert sorted(experiment_losses(log_dir, RUN)) == [0, 1]

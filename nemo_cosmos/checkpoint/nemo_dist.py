@@ -340,10 +340,13 @@ def _damaged_shard(weights_dir: str):
     every item again, each as DCP stores it: a weights-only torch.save record)."""
     import io
 
+    from torch.distributed.checkpoint.metadata import TensorStorageMetadata
+
     metadata = _read_index(os.path.join(weights_dir, ".metadata"))
     items: Dict[str, list] = {}
-    for info in metadata.storage_data.values():
-        items.setdefault(info.relative_path, []).append(info)
+    for index, info in metadata.storage_data.items():  # tensors only: other objects are raw bytes
+        if isinstance(metadata.state_dict_metadata.get(index.fqn), TensorStorageMetadata):
+            items.setdefault(info.relative_path, []).append(info)
     for name in sorted(items):
         path = os.path.join(weights_dir, name)
         with open(path, "rb") as f:
@@ -382,50 +385,56 @@ def _check_tensors(weights_dir: str, shapes: Mapping[str, Tuple[int, ...]], conf
     return expected
 
 
-def _tensors_only():
-    """Megatron's load strategy for the non-tensor part, made to read nothing: ``common.pt`` is a
-    pickle, which Megatron opens with a plain ``torch.load`` that TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1
-    turns into full unpickling. The DiT needs none of it."""
-    from megatron.core.dist_checkpointing.strategies.common import TorchCommonLoadStrategy
+def _torch_dist_metadata(weights_dir: str) -> Dict[str, object]:
+    """{tensor name: DCP's TensorStorageMetadata} of a torch_dist folder, from the index as our
+    allow-list unpickler reads it."""
+    from torch.distributed.checkpoint.metadata import TensorStorageMetadata
 
-    class TensorsOnly(TorchCommonLoadStrategy):
-        def load_common(self, checkpoint_dir):
-            return {}
+    metadata = _read_index(os.path.join(weights_dir, ".metadata"))
+    return {k: v for k, v in metadata.state_dict_metadata.items() if isinstance(v, TensorStorageMetadata)}
 
-        def load_sharded_objects(self, sharded_objects_state_dict, checkpoint_dir):
-            raise BadInputError(f"{checkpoint_dir}: pickled objects are not read")
 
-    return TensorsOnly()
+def _read_torch_dist(weights_dir: str, keys) -> Dict[str, torch.Tensor]:
+    """Whole global tensors of a torch_dist checkpoint, read by this process alone.
+
+    Megatron's torch_dist folders are torch.distributed.checkpoint folders (Megatron adds
+    ``metadata.json`` and a pickled ``common.pt``), so DCP reads the tensors directly, without a
+    process group: one rank of a running job can read a base checkpoint while the others wait,
+    ``common.pt`` is never opened (TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1 would make Megatron unpickle
+    it), and the index is the one our allow-list unpickler read. Each stored item is a weights-only
+    ``torch.save`` record."""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint import FileSystemReader
+
+    available = _torch_dist_metadata(weights_dir)
+    request = {k: torch.empty(tuple(available[k].size), dtype=available[k].properties.dtype) for k in keys}
+    if not request:
+        return {}
+
+    class Reader(FileSystemReader):
+        def read_metadata(self):
+            return _read_index(os.path.join(weights_dir, ".metadata"))
+
+    try:
+        dcp.load(request, storage_reader=Reader(weights_dir), no_dist=True)
+    except (Exception, CheckpointException) as e:  # DCP's exception is not an Exception
+        damaged = _damaged_shard(weights_dir)
+        if damaged:
+            raise BadInputError(f"checkpoint shard {damaged} is damaged: it does not hold the data its index "
+                                "describes") from None
+        raise BadInputError(f"cannot read checkpoint {weights_dir}: {_first_line(e)}") from None
+    return request
 
 
 def read_nemo_tensors(weights_dir: str, config: CosmosDiTConfig) -> Dict[str, torch.Tensor]:
     """The NeMo tensors the DiT of `config` needs, as whole global tensors on the CPU, after checking
     that the checkpoint holds each one with the shape the config implies."""
-    from megatron.core import dist_checkpointing
-    from megatron.core.dist_checkpointing import ShardedTensor
-
     if check_weights_dir(weights_dir) == ZARR:
         arrays = _zarr_arrays(weights_dir)
         expected = _check_tensors(weights_dir, {k: tuple(a.shape) for k, a in arrays.items()}, config)
         return {key: nemo_zarr.read_array(arrays[key], key) for key in expected}
-    with _process_group():
-        available = {k: v for k, v in dist_checkpointing.load_tensors_metadata(weights_dir).items()
-                     if k.startswith(PREFIX)}
-        expected = _check_tensors(weights_dir, {k: tuple(v.global_shape) for k, v in available.items()}, config)
-        # every rank reads whole tensors; replica ids only need to differ between ranks
-        rank = dist.get_rank()
-        request = {
-            key: ShardedTensor.from_rank_offsets(key, torch.empty(shape, dtype=available[key].dtype), replica_id=rank)
-            for key, shape in expected.items()
-        }
-        try:
-            loaded = dist_checkpointing.load(request, weights_dir, common_strategy=_tensors_only())
-        except (Exception, CheckpointException) as e:  # DCP's exception is not an Exception
-            damaged = _damaged_shard(weights_dir)
-            if damaged:
-                raise BadInputError(f"checkpoint shard {damaged} is damaged: it does not hold the data its index "
-                                    "describes") from None
-            raise BadInputError(f"cannot read checkpoint {weights_dir}: {_first_line(e)}") from None
+    available = {k: tuple(v.size) for k, v in _torch_dist_metadata(weights_dir).items() if k.startswith(PREFIX)}
+    loaded = _read_torch_dist(weights_dir, _check_tensors(weights_dir, available, config))
     for key, t in loaded.items():  # torch_dist has no checksums: a damaged shard shows as NaN or Inf
         if t.is_floating_point() and not torch.isfinite(t).all():
             files = ", ".join(_files_holding(weights_dir, key)) or weights_dir
@@ -499,14 +508,10 @@ def read_saved_context(path: str) -> dict | None:
 
 def nemo_tensor_shapes(path: str) -> Dict[str, Tuple[int, ...]]:
     """{NeMo tensor name: global shape} from a checkpoint's index, without reading the weights."""
-    from megatron.core import dist_checkpointing
-
     weights_dir = weights_dir_of(path)
     if check_weights_dir(weights_dir) == ZARR:
         return {k: tuple(a.shape) for k, a in _zarr_arrays(weights_dir).items()}
-    with _process_group():
-        available = dist_checkpointing.load_tensors_metadata(weights_dir)
-    return {k: tuple(v.global_shape) for k, v in available.items() if hasattr(v, "global_shape")}
+    return {k: tuple(v.size) for k, v in _torch_dist_metadata(weights_dir).items()}
 
 
 CONTEXT_WRITERS: List[Callable[[CosmosDiTConfig, str], None]] = []
@@ -515,23 +520,14 @@ CONTEXT_WRITERS: List[Callable[[CosmosDiTConfig, str], None]] = []
 
 def read_nemo_extras(path: str) -> Dict[str, torch.Tensor]:
     """NeMo's tensors outside the network (``logvar.*``, ...) that the checkpoint holds, by name."""
-    from megatron.core import dist_checkpointing
-    from megatron.core.dist_checkpointing import ShardedTensor
-
     weights_dir = weights_dir_of(path)
     if check_weights_dir(weights_dir) == ZARR:
         keys = set(nemo_zarr.array_keys(weights_dir))
         return {k: nemo_zarr.read_array(nemo_zarr.open_array(weights_dir, PREFIX + k), PREFIX + k)
                 for k in _NEMO_ONLY if PREFIX + k in keys}
-    with _process_group():
-        available = dist_checkpointing.load_tensors_metadata(weights_dir)
-        rank = dist.get_rank()
-        request = {
-            k: ShardedTensor.from_rank_offsets(PREFIX + k, torch.empty(available[PREFIX + k].global_shape,
-                                                                       dtype=available[PREFIX + k].dtype), replica_id=rank)
-            for k in _NEMO_ONLY if PREFIX + k in available
-        }
-        return dist_checkpointing.load(request, weights_dir, common_strategy=_tensors_only()) if request else {}
+    available = _torch_dist_metadata(weights_dir)
+    loaded = _read_torch_dist(weights_dir, [PREFIX + k for k in _NEMO_ONLY if PREFIX + k in available])
+    return {k[len(PREFIX):]: v for k, v in loaded.items()}
 
 
 def save_nemo_checkpoint(state_dict: Mapping[str, torch.Tensor], config: CosmosDiTConfig, ckpt_dir: str,

@@ -24,6 +24,7 @@ from typing import Any, Dict, Optional
 import torch
 from lightning.pytorch.plugins.io import CheckpointIO
 from lightning.pytorch.strategies import DDPStrategy, SingleDeviceStrategy
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from ..checkpoint import load_nemo_checkpoint, save_nemo_checkpoint
@@ -97,7 +98,7 @@ def read_train_state(folder: str) -> tuple:
         with open(os.path.join(train_state, _STATE_JSON), encoding="utf-8") as f:
             saved = json.load(f)
         return _decode(saved["checkpoint"], tensors), saved.get("layout", {})
-    except Exception as e:  # truncated, corrupt, or not ours
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, SafetensorError) as e:  # truncated, corrupt, not ours
         raise BadInputError(f"cannot read {train_state}: {first_line(e)}") from None
 
 

@@ -218,6 +218,8 @@ def validate(cfg) -> None:
         (cfg.trainer.max_steps >= 1, f"trainer.max_steps must be at least 1; got {cfg.trainer.max_steps}"),
         (cfg.trainer.devices >= 0, f"trainer.devices must be 0 (as many as torchrun started) or more; got {cfg.trainer.devices}"),
         (cfg.trainer.strategy in ("ddp", "fsdp"), f"trainer.strategy must be ddp or fsdp; got {cfg.trainer.strategy!r}"),
+        (cfg.trainer.strategy != "fsdp" or cfg.trainer.precision in ("32", "32-true", "bf16-mixed"),
+         f"trainer.strategy=fsdp trains in trainer.precision=bf16-mixed or 32; got {cfg.trainer.precision!r}"),
         (cfg.trainer.context_parallel_size >= 1,
          f"trainer.context_parallel_size must be at least 1; got {cfg.trainer.context_parallel_size}"),
         (cfg.trainer.context_parallel_size == 1 or cfg.trainer.strategy == "fsdp",

@@ -119,24 +119,38 @@ class CosmosFSDPStrategy(ModelParallelStrategy):
         return get_optimizer_state_dict(self.model, optimizer)
 
     # -- checkpoints ------------------------------------------------------------------------------
-    def _shared_staging(self, parent: str) -> str:
-        from ..utils.io import staging_folder
-
-        tmp = [staging_folder(parent) if self.global_rank == 0 else None]
-        dist.broadcast_object_list(tmp, src=0)
-        return tmp[0]
+    def _rank0(self, work):
+        """`work()` on rank 0, its result on every rank; if it fails, every rank fails (OSError on the
+        others) instead of waiting for rank 0 in the next collective."""
+        result, failure = None, None
+        if self.global_rank == 0:
+            try:
+                result = work()
+            except Exception as e:
+                failure = e
+        shared = [result, None if failure is None else first_line(failure)]
+        dist.broadcast_object_list(shared, src=0)
+        if failure is not None:
+            raise failure
+        if shared[1] is not None:
+            raise OSError(f"rank 0: {shared[1]}")
+        return shared[0]
 
     def save_checkpoint(self, checkpoint: Dict[str, Any], filepath, storage_options: Optional[Any] = None) -> None:
+        from torch.distributed.checkpoint.api import CheckpointException
+
         final = checkpoint_folder(self.broadcast(os.fspath(filepath)))
         try:
             self._save_sharded(checkpoint, final)
-        except OSError as e:  # disk full, a read-only folder: the run stops, earlier checkpoints stay whole
+        except (OSError, CheckpointException) as e:  # disk full, read-only: the run stops, earlier checkpoints stay
             raise OutputError(f"cannot write checkpoint {final}: {first_line(e)}; earlier checkpoints are intact, "
                               "a new run resumes from the newest") from e
 
     def _save_sharded(self, checkpoint: Dict[str, Any], final: str) -> None:
         import torch.distributed.checkpoint as dcp
         from torch.distributed.checkpoint import HuggingFaceStorageWriter
+
+        from ..utils.io import staging_folder
 
         io = self.checkpoint_io
         config = self.lightning_module.config
@@ -158,7 +172,7 @@ class CosmosFSDPStrategy(ModelParallelStrategy):
                 if ours in LogVarHead.NEMO_NAMES:
                     extras[LogVarHead.NEMO_NAMES[ours]] = full.detach().cpu()
             del full
-        tmp = self._shared_staging(os.path.dirname(final))
+        tmp = self._rank0(lambda: staging_folder(os.path.dirname(final)))
         staged = os.path.join(tmp, "ckpt")
         try:
             save_nemo_checkpoint(mine, config, staged, extra_context=io.context, extras=extras,
@@ -167,11 +181,13 @@ class CosmosFSDPStrategy(ModelParallelStrategy):
             dcp.save({"model": state, "optim": [o["state"] for o in optimizers]},
                      storage_writer=HuggingFaceStorageWriter(os.path.join(staged, TRAIN_STATE, SHARDED),
                                                              save_distributed=True))
-            if rank == 0:
-                rest = dict(checkpoint, param_groups=[o["param_groups"] for o in optimizers])
-                write_train_state(staged, rest, io.layout)
+
+            def finish():
+                write_train_state(staged, dict(checkpoint, param_groups=[o["param_groups"] for o in optimizers]),
+                                  io.layout)
                 os.replace(staged, final)
-            self.barrier("sharded checkpoint saved")
+
+            self._rank0(finish)
         finally:
             if rank == 0:
                 shutil.rmtree(tmp, ignore_errors=True)
@@ -189,9 +205,11 @@ class CosmosFSDPStrategy(ModelParallelStrategy):
         optim_sds = [get_optimizer_state_dict(self.model, o) for o in self.optimizers]
         state = {"model": model_sd, "optim": [o["state"] for o in optim_sds]}
         sharded = os.path.join(folder, TRAIN_STATE, SHARDED)
+        from torch.distributed.checkpoint.api import CheckpointException
+
         try:
             dcp.load(state, storage_reader=HuggingFaceStorageReader(sharded))
-        except Exception as e:  # missing or damaged shard files
+        except (OSError, ValueError, RuntimeError, CheckpointException) as e:  # missing or damaged shard files
             raise BadInputError(f"cannot read {sharded}: {first_line(e)}") from None
         set_model_state_dict(self.model, state["model"])
         for optimizer, sd, loaded, saved_groups in zip(self.optimizers, optim_sds, state["optim"], groups):

@@ -24,7 +24,7 @@ from ..checkpoint import inspect_checkpoint, load_dit
 from ..checkpoint.locate import NEMO
 from ..checkpoint.nemo_dist import read_nemo_extras
 from ..diffusion import SIGMA_DATA, LogVarHead, edm_loss, training_sigma
-from ..errors import BadInputError
+from ..errors import BadInputError, CosmosUserError, first_line
 from ..models import CosmosDiT
 from ..models.config import CosmosDiTConfig
 from ..models.lora import LoraSettings, apply_lora
@@ -129,16 +129,29 @@ class CosmosDiffusionModule(pl.LightningModule):
 
         from ..parallel.parallelize import fsdp_policies, set_gradient_divide_factor
 
+        if self.lora is not None or self.activation_offload:
+            raise BadInputError("a sharded run trains the whole model, without activation offload: LoRA and "
+                                "activation_offload take a data-parallel strategy")
+        # a resumed run takes every value from its checkpoint: nothing to read or draw here
+        resuming = self.trainer.ckpt_path is not None
         full: Dict[str, torch.Tensor] = {}
-        if dist.get_rank() == 0:
-            dit = self._base_dit()
-            full = {f"dit.{k}": v for k, v in dit.state_dict().items()}
-            if self.logvar is not None:
-                full.update({f"logvar.{k}": v for k, v in self.logvar.state_dict().items()})
-            del dit
-        shared = [self.config]
-        dist.broadcast_object_list(shared, src=0)  # loading may have switched it to the fused AdaLN
-        self.config = shared[0]
+        failure = None
+        if dist.get_rank() == 0 and not resuming:
+            try:
+                dit = self._base_dit()
+                full = {f"dit.{k}": v for k, v in dit.state_dict().items()}
+                if self.logvar is not None:
+                    full.update({f"logvar.{k}": v for k, v in self.logvar.state_dict().items()})
+                del dit
+            except Exception as e:  # the other ranks wait below: tell them, then fail everywhere
+                failure = e
+        shared = [self.config, None if failure is None else (isinstance(failure, CosmosUserError), first_line(failure))]
+        dist.broadcast_object_list(shared, src=0)  # loading may have switched the config to the fused AdaLN
+        self.config, told = shared
+        if failure is not None:
+            raise failure
+        if told is not None:
+            raise (BadInputError if told[0] else RuntimeError)(f"rank 0: {told[1]}")
         with torch.device("meta"):
             self.dit = CosmosDiT(dataclasses.replace(self.config, params_dtype=torch.float32, bf16=False))
         parallelize_dit(self.dit, cp_group=plan.cp_group, activation_checkpointing=self.activation_checkpointing,
@@ -150,7 +163,8 @@ class CosmosDiffusionModule(pl.LightningModule):
             fully_shard(self.logvar, mesh=plan.mesh, **fsdp_policies(None, plan.cpu_offload))
             set_gradient_divide_factor(self.logvar, plan.dp_size, plan.mesh)
         self.to_empty(device=plan.device)
-        set_model_state_dict(self, full, options=StateDictOptions(full_state_dict=True, broadcast_from_rank0=True))
+        if not resuming:
+            set_model_state_dict(self, full, options=StateDictOptions(full_state_dict=True, broadcast_from_rank0=True))
         self._cp_size = plan.cp_size
 
     # -- training ------------------------------------------------------------------------------

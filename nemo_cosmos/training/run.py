@@ -88,6 +88,8 @@ def _strategy(cfg, devices: int):
 
         # FSDP2's own mixed precision (bf16 compute, float32 weights and reduction) instead of autocast
         bf16 = cfg.trainer.precision.startswith("bf16")
+        if use_cuda and cfg.model.cpu_offload:  # offloaded gradients are CPU tensors: clipping reduces them with gloo
+            backend = "cuda:nccl,cpu:gloo"
         return CosmosFSDPStrategy(cfg.trainer.context_parallel_size, torch.bfloat16 if bf16 else None,
                                   cfg.model.cpu_offload, process_group_backend=backend), "32-true"
     if devices > 1:
