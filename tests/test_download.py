@@ -114,6 +114,7 @@ def test_a_killed_download_resumes_where_it_stopped(hub, repos, tmp_path):
     partial = [f for f in os.listdir(blobs) if f.endswith(".incomplete")]
     assert len(partial) == 1
     kept = os.path.getsize(blobs / partial[0])
+    os.utime(blobs / partial[0], (time.time() - 10, time.time() - 10))  # untouched since the kill
 
     done = run(hub, tmp_path, *args)
     assert done.returncode == 0, done.stderr

@@ -36,44 +36,60 @@ def fetch(item: HubItem, progress: bool = True) -> str:
     from huggingface_hub.utils import disable_progress_bars, enable_progress_bars
 
     (enable_progress_bars if progress else disable_progress_bars)()
-    saved = resume_partial_downloads(item.repo)
+    saved = resume_partial_downloads(item)
     if saved:
         log.info("%s: continued interrupted downloads (%.1f MiB not fetched again)", item.repo, saved / 2**20)
     return snapshot_download(item.repo, allow_patterns=list(item.allow) if item.allow else None,
                              ignore_patterns=list(item.ignore) if item.ignore else None)
 
 
-def resume_partial_downloads(repo: str) -> int:
+def resume_partial_downloads(item: HubItem) -> int:
     """Finish the files of `repo` that a killed download left half-written in the cache. Since
     version 1, huggingface_hub writes each download to a file of its own process
     (``blobs/<etag>.<random>.incomplete``) and starts from byte 0 in the next process, leaving the
     partial file behind. Here each such file whose download is not running (its cache lock is free)
     is continued with a range request, checked against the file's SHA-256, and put where
     huggingface_hub looks for it (``blobs/<etag>``), which it then links instead of fetching.
-    Returns the bytes that did not have to be fetched again."""
+    Returns the bytes that did not have to be fetched again. Any failure here only means that
+    huggingface_hub fetches those files whole."""
+    try:
+        return _resume_partial_downloads(item)
+    except Exception as e:  # network, a vanished file: the download itself decides what to do
+        log.debug("not continuing partial downloads of %s: %s", item.repo, first_line(e))
+        return 0
+
+
+RECENT_S = 5
+"""A partial file written to in the last seconds may belong to a download that is still running
+(where file locks are not honoured, as on some network filesystems; a running download writes
+continuously): left alone."""
+
+
+def _resume_partial_downloads(item: HubItem) -> int:
     import glob
     import hashlib
+    import time
 
     from filelock import FileLock, Timeout
     from huggingface_hub import HfApi, constants, hf_hub_url
     from huggingface_hub.file_download import repo_folder_name
-    from huggingface_hub.utils import build_hf_headers, get_session
+    from huggingface_hub.utils import build_hf_headers, filter_repo_objects, get_session
 
+    repo = item.repo
     folder = repo_folder_name(repo_id=repo, repo_type="model")
     blobs = os.path.join(constants.HF_HUB_CACHE, folder, "blobs")
     partials = glob.glob(os.path.join(blobs, "*.incomplete"))
     if not partials or hub_offline():
         return 0
-    by_etag = {}
-    for entry in HfApi().list_repo_tree(repo, recursive=True):
-        lfs = getattr(entry, "lfs", None)
-        if lfs is not None:  # large files: the blob is named by the content's SHA-256
-            by_etag[lfs.sha256] = entry.path
+    entries = [e for e in HfApi().list_repo_tree(repo, recursive=True) if getattr(e, "lfs", None) is not None]
+    wanted = set(filter_repo_objects([e.path for e in entries], allow_patterns=item.allow, ignore_patterns=item.ignore))
+    # large files: the blob is named by the content's SHA-256
+    by_etag = {e.lfs.sha256: e.path for e in entries if e.path in wanted}
     saved = 0
-    for partial in sorted(partials, key=os.path.getsize, reverse=True):
+    for partial in partials:
         etag = os.path.basename(partial).split(".", 1)[0]
         blob = os.path.join(blobs, etag)
-        if etag not in by_etag or not os.path.exists(partial):
+        if etag not in by_etag or not os.path.exists(partial) or time.time() - os.path.getmtime(partial) < RECENT_S:
             continue
         try:
             with FileLock(os.path.join(constants.HF_HUB_CACHE, ".locks", folder, f"{etag}.lock"), timeout=0):

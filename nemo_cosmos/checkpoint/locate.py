@@ -20,10 +20,12 @@ def _is_weights_dir(path: str) -> bool:
 
 
 def _is_checkpoint(path: str, with_weights: bool) -> bool:
+    from ..models.lora import ADAPTER_CONFIG, LORA_DIR
+
     if _is_weights_dir(os.path.join(path, "weights")):
         return True
     # a LoRA run's checkpoint holds its adapters instead of the whole DiT
-    return not with_weights and os.path.isfile(os.path.join(path, "lora", "adapter_config.json"))
+    return not with_weights and os.path.isfile(os.path.join(path, LORA_DIR, ADAPTER_CONFIG))
 
 
 def experiment_checkpoints(root: str, max_depth: int = 6, with_weights: bool = True) -> List[str]:
@@ -79,14 +81,16 @@ def find_dit_checkpoint(path: str) -> Tuple[str, str]:
 def find_lora_adapter(path: str) -> str:
     """The peft adapter folder (``adapter_config.json``) at `path`: the folder itself, a post-training
     checkpoint's ``lora/``, or the newest LoRA checkpoint of a nemo_experiments tree."""
+    from ..models.lora import ADAPTER_CONFIG, LORA_DIR
+
     path = os.fspath(path)
-    for candidate in (path, os.path.join(path, "lora")):
-        if os.path.isfile(os.path.join(candidate, "adapter_config.json")):
+    for candidate in (path, os.path.join(path, LORA_DIR)):
+        if os.path.isfile(os.path.join(candidate, ADAPTER_CONFIG)):
             return candidate
     if os.path.isdir(path):
         latest = latest_experiment_checkpoint(path, with_weights=False)
-        if latest and os.path.isfile(os.path.join(latest, "lora", "adapter_config.json")):
-            return os.path.join(latest, "lora")
+        if latest and os.path.isfile(os.path.join(latest, LORA_DIR, ADAPTER_CONFIG)):
+            return os.path.join(latest, LORA_DIR)
     raise MissingFileError(f"no LoRA adapter at {path}: expected a folder with adapter_config.json, a checkpoint with "
                            "lora/, or a nemo_experiments tree of a LoRA run")
 
@@ -96,10 +100,12 @@ def lora_base(adapter: str) -> Optional[str]:
     (when it is still there), else the model it names, else peft's base_model_name_or_path."""
     import json
 
+    from ..models.lora import ADAPTER_CONFIG
+    from .nemo_dist import CONFIG_FILE, CONTEXT_DIR
+
     names = []
-    context = os.path.join(os.path.dirname(os.path.abspath(adapter)), "context", "nemo_cosmos.json")
-    for f, keys in ((context, ("base", "model")), (os.path.join(adapter, "adapter_config.json"),
-                                                     ("base_model_name_or_path",))):
+    context = os.path.join(os.path.dirname(os.path.abspath(adapter)), CONTEXT_DIR, CONFIG_FILE)
+    for f, keys in ((context, ("base", "model")), (os.path.join(adapter, ADAPTER_CONFIG), ("base_model_name_or_path",))):
         try:
             with open(f, encoding="utf-8") as fh:
                 data = json.load(fh)

@@ -206,12 +206,19 @@ def _process_group() -> Iterator[None]:
         dist.destroy_process_group()
 
 
-def _die_with_parent(parent: int) -> None:
+def _die_with_parent(parent: int, exit_if_orphaned: bool = True) -> None:
+    """Called in a child forked by `parent`: make it die when `parent` dies (Linux's
+    PR_SET_PDEATHSIG). If `parent` is already gone (or is not its parent), exit at once, or with
+    `exit_if_orphaned` False carry on as before."""
     import ctypes
     import signal
 
-    ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG: killed when the process that started it dies
-    if os.getppid() != parent:  # it died before that took effect
+    if os.getppid() != parent:
+        if exit_if_orphaned:
+            os._exit(0)
+        return
+    ctypes.CDLL(None).prctl(1, signal.SIGKILL)
+    if os.getppid() != parent and exit_if_orphaned:  # it died before that took effect
         os._exit(0)
 
 
@@ -228,12 +235,15 @@ def _writer_results_queue() -> Iterator[None]:
 
     from megatron.core.dist_checkpointing.strategies import filesystem_async
 
+    writers = getattr(filesystem_async, "FileSystemWriterAsync", None)
+    write = vars(writers).get("write_preloaded_data") if writers is not None else None
+    if not hasattr(filesystem_async, "_results_queue") or not isinstance(write, staticmethod):
+        yield  # another Megatron-Core than the 0.16 these hooks were written for: its own way
+        return
     me = os.getpid()
-    writers = filesystem_async.FileSystemWriterAsync
-    write = writers.__dict__["write_preloaded_data"]
 
     def write_in_a_child_that_dies_with_us(*args, **kwargs):
-        _die_with_parent(me)
+        _die_with_parent(me, exit_if_orphaned=False)
         return write.__func__(*args, **kwargs)
 
     manager = SyncManager(ctx=get_context("fork"))
@@ -518,6 +528,15 @@ CONTEXT_WRITERS: List[Callable[[CosmosDiTConfig, str], None]] = []
 """Called with (config, context folder) on every save; nemo_plugin adds NeMo's io.json writer here."""
 
 
+def write_context(folder: str, config: CosmosDiTConfig, context: dict | None = None) -> None:
+    """`folder`/context: our config file ({"config": ..., and `context`}) and the CONTEXT_WRITERS'."""
+    os.makedirs(os.path.join(folder, CONTEXT_DIR), exist_ok=True)
+    with open(os.path.join(folder, CONTEXT_DIR, CONFIG_FILE), "w") as f:
+        json.dump({"config": config_to_dict(config), **(context or {})}, f, indent=2)
+    for write in CONTEXT_WRITERS:
+        write(config, os.path.join(folder, CONTEXT_DIR))
+
+
 def read_nemo_extras(path: str) -> Dict[str, torch.Tensor]:
     """NeMo's tensors outside the network (``logvar.*``, ...) that the checkpoint holds, by name."""
     weights_dir = weights_dir_of(path)
@@ -574,12 +593,7 @@ def save_nemo_checkpoint(state_dict: Mapping[str, torch.Tensor], config: CosmosD
             with _cpu_torch_cuda(), _writer_results_queue():
                 dist_checkpointing.save(sharded, os.path.join(tmp, WEIGHTS_DIR))
             if rank == 0:
-                os.makedirs(os.path.join(tmp, CONTEXT_DIR))
-                context = {"config": config_to_dict(config), **(extra_context or {})}
-                with open(os.path.join(tmp, CONTEXT_DIR, CONFIG_FILE), "w") as f:
-                    json.dump(context, f, indent=2)
-                for write in CONTEXT_WRITERS:
-                    write(config, os.path.join(tmp, CONTEXT_DIR))
+                write_context(tmp, config, extra_context)
                 os.replace(tmp, ckpt_dir)
         except BaseException:
             if rank == 0:

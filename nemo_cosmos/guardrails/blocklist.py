@@ -39,9 +39,9 @@ def ascii_fold(text: str) -> str:
 
 
 class WordNetLemmas:
-    """NLTK's WordNet lemmatiser (nouns, its default) over a folder of nltk_data. The folder is
-    copied out first: NLTK >= 3.10.3 refuses data reached through symbolic links, which is how the
-    Hugging Face cache stores it."""
+    """NLTK's WordNet lemmatiser (nouns, its default) over the WordNet corpus of a folder of
+    nltk_data. The corpus is copied out first: NLTK >= 3.10.3 refuses data reached through symbolic
+    links, which is how the Hugging Face cache stores it."""
 
     def __init__(self, nltk_data: str):
         import atexit
@@ -50,19 +50,25 @@ class WordNetLemmas:
         import warnings
 
         import nltk
-        from nltk.corpus.reader.wordnet import WordNetCorpusReader
+        from nltk.stem import WordNetLemmatizer
 
         private = tempfile.mkdtemp(prefix="nemo_cosmos-nltk_data-")
         atexit.register(shutil.rmtree, private, True)
-        shutil.copytree(nltk_data, private, dirs_exist_ok=True)  # follows the links
+        for name in ("wordnet", "wordnet.zip"):
+            src = os.path.join(nltk_data, "corpora", name)
+            if os.path.isdir(src):
+                shutil.copytree(src, os.path.join(private, "corpora", name))  # follows the links
+            elif os.path.isfile(src):
+                os.makedirs(os.path.join(private, "corpora"), exist_ok=True)
+                shutil.copyfile(src, os.path.join(private, "corpora", name))
         nltk.data.path.insert(0, private)
+        self._lemmatizer = WordNetLemmatizer()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # "multilingual functions are not available": not needed
-            self.wordnet = WordNetCorpusReader(nltk.data.find("corpora/wordnet"), None)
+            self._lemmatizer.lemmatize("loads")  # the corpus, now (a missing one fails here)
 
     def __call__(self, word: str) -> str:
-        forms = self.wordnet._morphy(word, "n")  # what WordNetLemmatizer.lemmatize(word) computes
-        return min(forms, key=len) if forms else word
+        return self._lemmatizer.lemmatize(word)
 
 
 def singular(word: str) -> str:
@@ -91,9 +97,11 @@ class Blocklist:
         if not os.path.isdir(custom):
             raise FileNotFoundError(f"blocklist word lists missing: {custom}")
         nltk_data = os.path.join(folder, "nltk_data")
-        lemmas = WordNetLemmas(nltk_data) if os.path.isdir(os.path.join(nltk_data, "corpora")) else None
+        corpora = os.path.join(nltk_data, "corpora")
+        has_wordnet = any(os.path.exists(os.path.join(corpora, n)) for n in ("wordnet", "wordnet.zip"))
+        lemmas = WordNetLemmas(nltk_data) if has_wordnet else None
         if lemmas is None:
-            log.warning("%s has no nltk_data/: plurals are found by suffix rules only (download the guardrail "
+            log.warning("%s has no nltk_data/corpora/wordnet: plurals are found by suffix rules only (download the guardrail "
                         "repository again for NVIDIA's WordNet lemmas)", folder)
         return cls(_read_lists(custom), _read_lists(os.path.join(folder, "exact_match")),
                    _read_lists(os.path.join(folder, "whitelist")), lemmas)

@@ -20,6 +20,8 @@ from torch import nn
 from ..errors import BadInputError, MissingFileError, first_line
 
 ADAPTER_CONFIG, ADAPTER_WEIGHTS = "adapter_config.json", "adapter_model.safetensors"
+LORA_DIR = "lora"
+"""Where a LoRA post-training checkpoint keeps its adapters (instead of ``weights/``)."""
 PEFT_PREFIX = "base_model.model."
 """What peft's PeftModel.save_pretrained puts before every module path."""
 ADAPTER = "default"
@@ -108,9 +110,15 @@ def read_lora_settings(folder: str) -> tuple:
     try:
         with open(path, encoding="utf-8") as f:
             cfg = json.load(f)
+        unsupported = [k for k in ("use_dora", "use_rslora", "rank_pattern", "alpha_pattern", "fan_in_fan_out",
+                                   "layers_to_transform") if cfg.get(k)]
+        if unsupported:
+            raise BadInputError(f"{path}: {unsupported[0]} is not supported here (plain LoRA only)")
         targets = cfg["target_modules"]
+        if not isinstance(targets, list):  # a regular expression: peft's, not a list of module names
+            raise BadInputError(f"{path}: target_modules must be a list of module names; got {targets!r}")
         settings = LoraSettings(int(cfg["r"]), float(cfg["lora_alpha"]), float(cfg.get("lora_dropout") or 0.0),
-                                tuple(sorted(targets) if isinstance(targets, (list, set)) else [targets]))
+                                tuple(sorted(targets)))
     except FileNotFoundError:
         raise MissingFileError(f"no LoRA adapter in {folder} (expected {ADAPTER_CONFIG})") from None
     except (OSError, ValueError, KeyError, TypeError) as e:

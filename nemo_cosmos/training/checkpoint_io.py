@@ -28,13 +28,13 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from ..checkpoint import load_nemo_checkpoint, save_nemo_checkpoint
-from ..checkpoint.nemo_dist import CONFIG_FILE, CONTEXT_DIR, read_nemo_extras
+from ..checkpoint.nemo_dist import read_nemo_extras, write_context
 from ..diffusion import LogVarHead
 from ..errors import BadInputError, MissingFileError, OutputError, first_line
-from ..models.config import CosmosDiTConfig, config_to_dict
-from ..models.lora import LoraSettings, from_peft_name, save_lora, to_peft_name
+from ..models.config import CosmosDiTConfig
+from ..models.lora import ADAPTER_WEIGHTS, LORA_DIR, LoraSettings, from_peft_name, save_lora, to_peft_name
 
-TRAIN_STATE, LORA_DIR = "train_state", "lora"
+TRAIN_STATE = "train_state"
 _STATE_JSON, _TENSORS = "state.json", "tensors.safetensors"
 _DIT, _LOGVAR = "dit.", "logvar."
 
@@ -113,12 +113,6 @@ def train_state_layout(folder: str) -> Dict[str, Any]:
         raise BadInputError(f"cannot read {path}: {first_line(e)}") from None
 
 
-def write_context(folder: str, config: CosmosDiTConfig, context: Dict[str, Any]) -> None:
-    os.makedirs(os.path.join(folder, CONTEXT_DIR), exist_ok=True)
-    with open(os.path.join(folder, CONTEXT_DIR, CONFIG_FILE), "w") as f:
-        json.dump({"config": config_to_dict(config), **context}, f, indent=2)
-
-
 class NeMoCheckpointIO(CheckpointIO):
     """`config`: the DiT's (stored with the weights; the strategies keep it current); `context`: what
     the checkpoint records beside it ("model": the model the run trains, so inference finds its
@@ -182,7 +176,7 @@ class NeMoCheckpointIO(CheckpointIO):
         master = checkpoint.pop("master_weights", None)
         trained = checkpoint.pop("trained", None)
         if self.lora is not None:
-            weights = os.path.join(folder, LORA_DIR, "adapter_model.safetensors")
+            weights = os.path.join(folder, LORA_DIR, ADAPTER_WEIGHTS)
             try:
                 adapters = load_file(weights)
             except Exception as e:

@@ -28,10 +28,9 @@ from lightning.pytorch.strategies import ModelParallelStrategy
 from ..checkpoint import save_nemo_checkpoint
 from ..diffusion import LogVarHead
 from ..errors import BadInputError, OutputError, first_line
-from .checkpoint_io import TRAIN_STATE, checkpoint_folder, read_train_state, write_train_state
+from .checkpoint_io import _DIT, _LOGVAR, TRAIN_STATE, checkpoint_folder, read_train_state, write_train_state
 
 SHARDED = "sharded"
-_DIT, _LOGVAR = "dit.", "logvar."
 
 
 @dataclass

@@ -116,6 +116,12 @@ def check_fits(cfg, config, tokens: int, processes: int) -> Estimate:
                     activation_offload=cfg.model.activation_offload, cpu_offload=cfg.model.cpu_offload,
                     lora_rank=cfg.lora.rank if cfg.lora.enabled else None, lora_targets=cfg.lora.target_modules,
                     **common)
+    if cfg.model.cpu_offload:  # the offloaded float32 state of all the machine's processes is in its RAM
+        ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        host = 16 * parameter_count(config)
+        if host > HEADROOM * ram:
+            raise BadInputError(f"this run does not fit: model.cpu_offload keeps about {host / GiB:.0f} GiB of weights, "
+                                f"gradients and optimizer state in RAM; this machine has {ram / GiB:.0f} GiB")
     if mine.total <= HEADROOM * available:
         return mine
     budget = HEADROOM * (available if gpu else REFERENCE_GPU)
@@ -131,7 +137,8 @@ def check_fits(cfg, config, tokens: int, processes: int) -> Estimate:
     if not cfg.lora.enabled and estimate(config, strategy="ddp", processes=processes, lora_rank=cfg.lora.rank,
                                          lora_targets=cfg.lora.target_modules, activation_offload=True,
                                          **common).total <= budget:
-        alternatives.append("lora.enabled=true model.activation_offload=true (adapters only)")
+        size = "14b" if "14B" in (cfg.model.name or "") else "7b"
+        alternatives.append(f"--recipe cosmos_diffusion_{size}_text2world_lora (LoRA: adapters only)")
     where = "" if gpu else " on 80 GB GPUs"
     hint = f"; would fit{where}: " + " | ".join(alternatives) if alternatives else "; nothing tried fits: use more or larger GPUs"
     raise BadInputError(f"this run does not fit: {mine.describe()}, more than {what}{hint}")

@@ -79,6 +79,14 @@ def processes(cfg) -> int:
     return devices
 
 
+def nodes(devices: int) -> tuple:
+    """(processes per machine, machines) of a run over `devices` processes started by torchrun."""
+    per_node = int(os.environ.get("LOCAL_WORLD_SIZE", devices))
+    if devices % per_node:
+        raise BadInputError(f"{devices} processes do not split evenly over machines of {per_node}")
+    return per_node, devices // per_node
+
+
 def _strategy(cfg, devices: int):
     """(Lightning strategy, Lightning precision) for the config."""
     use_cuda = cfg.trainer.accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available()
@@ -216,9 +224,10 @@ def build(cfg):
     checkpoints.FILE_EXTENSION = ""  # a checkpoint is a folder
     strategy, precision = _strategy(cfg, devices)
     context = {"base": base or None} if lora is not None else {}
+    per_node, machines = nodes(devices)
     trainer = pl.Trainer(
         max_steps=cfg.trainer.max_steps, max_epochs=-1, accelerator=cfg.trainer.accelerator,
-        devices=devices, strategy=strategy, precision=precision,
+        devices=per_node, num_nodes=machines, strategy=strategy, precision=precision,
         plugins=[NeMoCheckpointIO(module.config, model=name, context=context, layout=run_layout, lora=lora)],
         callbacks=[checkpoints, _step_bar()],
         logger=_loggers(run_dir, cfg), log_every_n_steps=min(cfg.trainer.log_every_n_steps, cfg.trainer.max_steps),

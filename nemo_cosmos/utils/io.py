@@ -27,10 +27,19 @@ from ..errors import OutputError, first_line
 VIDEO_SUFFIXES = (".mp4", ".gif")
 
 
-def _umask() -> int:
+def _read_umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+_UMASK = _read_umask()
+"""Read once, at import: reading it means setting it for a moment, which other threads (a trainer's
+data loaders, checkpoint writers) would see."""
+
+
+def _umask() -> int:
+    return _UMASK
 
 
 def _temp_beside(path: str) -> str:
