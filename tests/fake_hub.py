@@ -83,8 +83,9 @@ class FakeHub:
         headers = {"X-Repo-Commit": SHA, "X-Linked-Etag": etag, "ETag": etag, "X-Linked-Size": str(len(data)),
                    "Content-Type": "application/octet-stream", "Accept-Ranges": "bytes"}
         name = parts[-1]
-        if not head and name in self.cut_once:
-            cut = self.cut_once.pop(name)
+        if not head and (name in self.cut_once or name in self.stall_once):
+            stall = name in self.stall_once
+            cut = (self.stall_once if stall else self.cut_once).pop(name)
             h.send_response(200)
             for k, v in headers.items():
                 h.send_header(k, v)
@@ -92,19 +93,11 @@ class FakeHub:
             h.end_headers()
             h.wfile.write(data[:cut])
             h.wfile.flush()
-            h.close_connection = True
-            return
-        if not head and name in self.stall_once:
-            cut = self.stall_once.pop(name)
-            h.send_response(200)
-            for k, v in headers.items():
-                h.send_header(k, v)
-            h.send_header("Content-Length", str(len(data)))
-            h.end_headers()
-            h.wfile.write(data[:cut])
-            h.wfile.flush()
-            self.stalled.set()
-            threading.Event().wait(60)  # the client is killed meanwhile
+            if stall:
+                self.stalled.set()
+                threading.Event().wait(60)  # the client is killed meanwhile
+            else:
+                h.close_connection = True
             return
         rng = h.headers.get("Range")
         if rng and not head:

@@ -109,3 +109,22 @@ def experiment_losses(log_dir, run):
             if row.get("loss"):
                 out[int(row["step"])] = float(row["loss"])
     return out
+
+
+def fixed_noise_loss(model, dataset):
+    """The denoising loss of `model` on a prepared dataset at fixed noise levels and noise: lower
+    means the model learned the data."""
+    from nemo_cosmos.diffusion import edm_loss
+    from nemo_cosmos.training import CachedVideoDataset
+
+    ds = CachedVideoDataset(str(dataset))
+    g = torch.Generator().manual_seed(0)
+    total = 0.0
+    with torch.no_grad():
+        for i in range(len(ds)):
+            item = ds[i]
+            for sigma in (0.2, 0.5, 1.0, 2.0):
+                x0 = item["x0"][None]
+                total += edm_loss(model, x0, item["text"][None], torch.tensor([sigma]),
+                                  torch.randn(x0.shape, generator=g), fps=float(item["fps"])).item()
+    return total

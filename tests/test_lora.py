@@ -14,9 +14,9 @@ from nemo_cosmos.checkpoint import latest_experiment_checkpoint, load_dit
 from nemo_cosmos.diffusion import edm_loss
 from nemo_cosmos.models.lora import load_lora
 from nemo_cosmos.recipes import infer, posttrain
-from nemo_cosmos.training import CachedVideoDataset, build, recipe
+from nemo_cosmos.training import build, recipe
 
-from helpers import experiment_losses
+from helpers import experiment_losses, fixed_noise_loss
 
 RUN = "cosmos_tiny_text2world_finetune"
 LORA = ("lora.enabled=true", "lora.rank=4", "lora.alpha=8", "optim.lr=2e-2", "trainer.checkpoint_every_n_steps=5")
@@ -30,20 +30,6 @@ def lora_run(assets, dataset, tmp_path_factory):
     trainer, module, datamodule, _ = build(cfg)
     trainer.fit(module, datamodule=datamodule)
     return log_dir, module
-
-
-def fixed_noise_loss(dit, dataset):
-    ds = CachedVideoDataset(str(dataset))
-    g = torch.Generator().manual_seed(0)
-    total = 0.0
-    with torch.no_grad():
-        for i in range(len(ds)):
-            item = ds[i]
-            for sigma in (0.2, 0.5, 1.0, 2.0):
-                x0 = item["x0"][None]
-                total += edm_loss(dit, x0, item["text"][None], torch.tensor([sigma]),
-                                  torch.randn(x0.shape, generator=g), fps=float(item["fps"])).item()
-    return total
 
 
 def test_only_the_adapters_train_and_the_loss_falls(assets, dataset, lora_run):

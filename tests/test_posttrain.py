@@ -17,12 +17,11 @@ import torch
 
 from nemo_cosmos import Text2WorldPipeline
 from nemo_cosmos.checkpoint import find_dit_checkpoint, load_dit
-from nemo_cosmos.diffusion import edm_loss
 from nemo_cosmos.models import CosmosDiT, tiny_config
 from nemo_cosmos.recipes import posttrain, prepare_data
 from nemo_cosmos.training import CachedVideoDataset
 
-from helpers import experiment_losses, square_video, write_video
+from helpers import experiment_losses, fixed_noise_loss, square_video, write_video
 
 RUN = "cosmos_tiny_text2world_finetune"
 CKPT = re.compile(r"nemo_experiments/" + RUN + r"/default/\d{4}-\d\d-\d\d_\d\d-\d\d-\d\d/checkpoints/epoch=\d+-step=(\d+)$")
@@ -78,20 +77,9 @@ def losses(log_dir):
 
 
 def eval_loss(state_dict, dataset):
-    """The denoising loss at fixed noise levels and noise: lower means the model learned the data."""
     model = CosmosDiT(tiny_config()).eval()
     model.load_state_dict(state_dict)
-    ds = CachedVideoDataset(str(dataset))
-    g = torch.Generator().manual_seed(0)
-    total = 0.0
-    with torch.no_grad():
-        for i in range(len(ds)):
-            item = ds[i]
-            for sigma in (0.2, 0.5, 1.0, 2.0):
-                x0 = item["x0"][None]
-                total += edm_loss(model, x0, item["text"][None], torch.tensor([sigma]),
-                                  torch.randn(x0.shape, generator=g), fps=float(item["fps"])).item()
-    return total
+    return fixed_noise_loss(model, dataset)
 
 
 def test_train_resume_and_generate(assets, dataset, tmp_path):

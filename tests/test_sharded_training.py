@@ -8,7 +8,6 @@ import sys
 
 import numpy as np
 import pytest
-import torch
 
 from nemo_cosmos.checkpoint import latest_experiment_checkpoint, load_nemo_checkpoint
 from nemo_cosmos.models import tiny_config
