@@ -98,15 +98,11 @@ def check_settings(dit: CosmosDiTConfig, tok: TokenizerConfig, *, height: int, w
     if seed is not None and not 0 <= seed < 2**32:
         raise BadInputError(f"--seed must be between 0 and 2**32 - 1 (numpy's RandomState); got {seed}")
     if cp_size > 1:
+        from .parallel.context_parallel import check_split
+
         _, t, h, w = latent_shape(tok, num_frames, height, width)
         pt, ph, pw = dit.patch_size
-        tokens = (t // pt) * (h // ph) * (w // pw)
-        if tokens % cp_size:
-            raise BadInputError(f"--cp_size {cp_size} must divide the {tokens} video tokens of this size")
-        from .models.specs import te_available
-
-        if dit.num_attention_heads % cp_size and not te_available():
-            raise BadInputError(f"--cp_size {cp_size} must divide the model's {dit.num_attention_heads} attention heads")
+        check_split(dit.num_attention_heads, (t // pt) * (h // ph) * (w // pw), cp_size, "--cp_size", "this size")
 
 
 def resolve_device(name: Optional[str], fp8: bool = False) -> torch.device:

@@ -101,17 +101,17 @@ def lora_base(adapter: str) -> Optional[str]:
     import json
 
     from ..models.lora import ADAPTER_CONFIG
-    from .nemo_dist import CONFIG_FILE, CONTEXT_DIR
+    from .nemo_dist import read_context
 
-    names = []
-    context = os.path.join(os.path.dirname(os.path.abspath(adapter)), CONTEXT_DIR, CONFIG_FILE)
-    for f, keys in ((context, ("base", "model")), (os.path.join(adapter, ADAPTER_CONFIG), ("base_model_name_or_path",))):
-        try:
-            with open(f, encoding="utf-8") as fh:
-                data = json.load(fh)
-        except (OSError, ValueError):
-            continue
-        names += [data.get(k) for k in keys if isinstance(data, dict) and data.get(k)]
+    context = read_context(os.path.dirname(os.path.abspath(adapter))) or {}
+    names = [context.get(k) for k in ("base", "model") if context.get(k)]
+    try:
+        with open(os.path.join(adapter, ADAPTER_CONFIG), encoding="utf-8") as f:
+            peft_config = json.load(f)
+    except (OSError, ValueError):
+        peft_config = None
+    if isinstance(peft_config, dict) and peft_config.get("base_model_name_or_path"):
+        names.append(peft_config["base_model_name_or_path"])
     from ..presets import MODELS
 
     return next((n for n in names if os.path.exists(n) or n in MODELS), None)

@@ -502,8 +502,12 @@ def weights_dir_of(path: str) -> str:
 def read_saved_context(path: str) -> dict | None:
     """What we store in ``context/`` beside ``weights/``: {"config": the DiT config dict, "model": the
     model it was trained from, ...}; None for checkpoints NeMo itself wrote."""
-    weights_dir = weights_dir_of(path)
-    f = os.path.join(os.path.dirname(weights_dir), CONTEXT_DIR, CONFIG_FILE)
+    return read_context(os.path.dirname(weights_dir_of(path)))
+
+
+def read_context(folder: str) -> dict | None:
+    """`folder`/context/nemo_cosmos.json (a checkpoint's, with weights/ or lora/ beside it), or None."""
+    f = os.path.join(folder, CONTEXT_DIR, CONFIG_FILE)
     if not os.path.isfile(f):
         return None
     try:

@@ -25,6 +25,20 @@ from torch import nn
 from ..errors import BadInputError
 
 
+def check_split(heads: int, tokens: int, size: int, flag: str, what: str) -> None:
+    """BadInputError, before anything is loaded, for a context-parallel `size` (the `flag` that set
+    it) that cannot split `tokens` video tokens (of `what`) or, without Transformer Engine's own
+    context-parallel attention, the model's `heads`."""
+    if size <= 1:
+        return
+    if tokens % size:
+        raise BadInputError(f"{flag} {size} must divide the {tokens} video tokens of {what}")
+    from ..models.specs import te_available
+
+    if heads % size and not te_available():
+        raise BadInputError(f"{flag} {size} must divide the model's {heads} attention heads")
+
+
 class _AllToAll(torch.autograd.Function):
     """all_to_all_single over equal splits of dim 0; its own adjoint."""
 

@@ -46,3 +46,27 @@ def shutdown() -> None:
         parallel_state.destroy_model_parallel()
     if dist.is_initialized():
         dist.destroy_process_group()
+
+
+def on_rank0(work):
+    """`work()` on rank 0 of the job, its (picklable, small) result on every rank. If it fails,
+    every rank fails at once instead of waiting for rank 0 in its next collective: rank 0 with its
+    own exception, the others with one of the same kind (a user error stays a user error, an OSError
+    an OSError), naming rank 0's."""
+    from ..errors import BadInputError, CosmosUserError, first_line
+
+    result, failure = None, None
+    if dist.get_rank() == 0:
+        try:
+            result = work()
+        except Exception as e:
+            failure = e
+    kind = None if failure is None else ("user" if isinstance(failure, CosmosUserError)
+                                         else "os" if isinstance(failure, OSError) else "bug")
+    shared = [result, kind, None if failure is None else first_line(failure)]
+    dist.broadcast_object_list(shared, src=0)
+    if failure is not None:
+        raise failure
+    if shared[1] is not None:
+        raise {"user": BadInputError, "os": OSError, "bug": RuntimeError}[shared[1]](f"rank 0: {shared[2]}")
+    return shared[0]

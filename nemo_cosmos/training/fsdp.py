@@ -22,12 +22,12 @@ from dataclasses import dataclass
 from typing import Any, Dict, Optional
 
 import torch
-import torch.distributed as dist
 from lightning.pytorch.strategies import ModelParallelStrategy
 
 from ..checkpoint import save_nemo_checkpoint
 from ..diffusion import LogVarHead
 from ..errors import BadInputError, OutputError, first_line
+from ..parallel.distributed import on_rank0
 from .checkpoint_io import _DIT, _LOGVAR, TRAIN_STATE, checkpoint_folder, read_train_state, write_train_state
 
 SHARDED = "sharded"
@@ -118,23 +118,6 @@ class CosmosFSDPStrategy(ModelParallelStrategy):
         return get_optimizer_state_dict(self.model, optimizer)
 
     # -- checkpoints ------------------------------------------------------------------------------
-    def _rank0(self, work):
-        """`work()` on rank 0, its result on every rank; if it fails, every rank fails (OSError on the
-        others) instead of waiting for rank 0 in the next collective."""
-        result, failure = None, None
-        if self.global_rank == 0:
-            try:
-                result = work()
-            except Exception as e:
-                failure = e
-        shared = [result, None if failure is None else first_line(failure)]
-        dist.broadcast_object_list(shared, src=0)
-        if failure is not None:
-            raise failure
-        if shared[1] is not None:
-            raise OSError(f"rank 0: {shared[1]}")
-        return shared[0]
-
     def save_checkpoint(self, checkpoint: Dict[str, Any], filepath, storage_options: Optional[Any] = None) -> None:
         from torch.distributed.checkpoint.api import CheckpointException
 
@@ -171,7 +154,7 @@ class CosmosFSDPStrategy(ModelParallelStrategy):
                 if ours in LogVarHead.NEMO_NAMES:
                     extras[LogVarHead.NEMO_NAMES[ours]] = full.detach().cpu()
             del full
-        tmp = self._rank0(lambda: staging_folder(os.path.dirname(final)))
+        tmp = on_rank0(lambda: staging_folder(os.path.dirname(final)))
         staged = os.path.join(tmp, "ckpt")
         try:
             save_nemo_checkpoint(mine, config, staged, extra_context=io.context, extras=extras,
@@ -186,7 +169,7 @@ class CosmosFSDPStrategy(ModelParallelStrategy):
                                   io.layout)
                 os.replace(staged, final)
 
-            self._rank0(finish)
+            on_rank0(finish)
         finally:
             if rank == 0:
                 shutil.rmtree(tmp, ignore_errors=True)

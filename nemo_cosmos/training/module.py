@@ -24,7 +24,7 @@ from ..checkpoint import inspect_checkpoint, load_dit
 from ..checkpoint.locate import NEMO
 from ..checkpoint.nemo_dist import read_nemo_extras
 from ..diffusion import SIGMA_DATA, LogVarHead, edm_loss, training_sigma
-from ..errors import BadInputError, CosmosUserError, first_line
+from ..errors import BadInputError
 from ..models import CosmosDiT
 from ..models.config import CosmosDiTConfig
 from ..models.lora import LoraSettings, apply_lora
@@ -123,10 +123,10 @@ class CosmosDiffusionModule(pl.LightningModule):
             return
         if self.dit is not None:
             return
-        import torch.distributed as dist
         from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
         from torch.distributed.fsdp import fully_shard
 
+        from ..parallel.distributed import on_rank0
         from ..parallel.parallelize import fsdp_policies, set_gradient_divide_factor
 
         if self.lora is not None or self.activation_offload:
@@ -135,23 +135,16 @@ class CosmosDiffusionModule(pl.LightningModule):
         # a resumed run takes every value from its checkpoint: nothing to read or draw here
         resuming = self.trainer.ckpt_path is not None
         full: Dict[str, torch.Tensor] = {}
-        failure = None
-        if dist.get_rank() == 0 and not resuming:
-            try:
-                dit = self._base_dit()
-                full = {f"dit.{k}": v for k, v in dit.state_dict().items()}
-                if self.logvar is not None:
-                    full.update({f"logvar.{k}": v for k, v in self.logvar.state_dict().items()})
-                del dit
-            except Exception as e:  # the other ranks wait below: tell them, then fail everywhere
-                failure = e
-        shared = [self.config, None if failure is None else (isinstance(failure, CosmosUserError), first_line(failure))]
-        dist.broadcast_object_list(shared, src=0)  # loading may have switched the config to the fused AdaLN
-        self.config, told = shared
-        if failure is not None:
-            raise failure
-        if told is not None:
-            raise (BadInputError if told[0] else RuntimeError)(f"rank 0: {told[1]}")
+
+        def starting_weights():
+            dit = self._base_dit()
+            full.update({f"dit.{k}": v for k, v in dit.state_dict().items()})
+            if self.logvar is not None:
+                full.update({f"logvar.{k}": v for k, v in self.logvar.state_dict().items()})
+            return self.config  # loading may have switched it to the fused AdaLN
+
+        if not resuming:
+            self.config = on_rank0(starting_weights)
         with torch.device("meta"):
             self.dit = CosmosDiT(dataclasses.replace(self.config, params_dtype=torch.float32, bf16=False))
         parallelize_dit(self.dit, cp_group=plan.cp_group, activation_checkpointing=self.activation_checkpointing,

@@ -171,6 +171,7 @@ def build(cfg):
     import lightning.pytorch as pl
     from lightning.pytorch.callbacks import ModelCheckpoint
 
+    from ..parallel.context_parallel import check_split
     from .preflight import check_fits
 
     if not cfg.data.path:
@@ -188,12 +189,9 @@ def build(cfg):
         log.info("resuming from %s", resume_from)
         _remove_unfinished(root)
     name, dit_config = _model_config(cfg, resume_from)
-    tokens, cp = _tokens(datamodule, dit_config), cfg.trainer.context_parallel_size
-    if cp > 1 and dit_config.num_attention_heads % cp:
-        raise BadInputError(f"trainer.context_parallel_size {cp} must divide the model's "
-                            f"{dit_config.num_attention_heads} attention heads")
-    if tokens % cp:
-        raise BadInputError(f"trainer.context_parallel_size {cp} must divide the {tokens} tokens of a training sample")
+    tokens = _tokens(datamodule, dit_config)
+    check_split(dit_config.num_attention_heads, tokens, cfg.trainer.context_parallel_size,
+                "trainer.context_parallel_size", "a training sample")
     estimate = check_fits(cfg, dit_config, tokens, devices)
     log.info("memory per process: %s", estimate.describe())
 
