@@ -1,6 +1,6 @@
-"""One DiT forward at the full Text2World shape: ours vs diffusers, same weights, same inputs.
+"""One DiT forward at the full 121 x 704 x 1280 shape: ours vs diffusers, same weights, same inputs.
 
-    python benchmarks/dit_forward.py --model 7B [--compile] [--attention cudnn] [--fp8] [--runs 3] [--json out.json]
+    python benchmarks/dit_forward.py --model 7B [7B-Video2World] [--compile] [--attention cudnn] [--fp8] [--runs 3] [--json out.json]
 
 Prints, per model: median time and peak GPU memory of each implementation, the relative difference
 of the outputs (ours with float32 RoPE angles, as diffusers computes them, and with the reference's
@@ -25,11 +25,16 @@ torch._dynamo.config.cache_size_limit = 64  # per-layer compiles, re-specialised
 
 from common import fill_random_, timed  # noqa: E402
 from nemo_cosmos.checkpoint import to_ours  # noqa: E402
-from nemo_cosmos.models import CosmosDiT, cosmos_7b_config, cosmos_14b_config  # noqa: E402
+from nemo_cosmos.models import (CosmosDiT, cosmos_7b_config, cosmos_7b_video2world_config,  # noqa: E402
+                                cosmos_14b_config, cosmos_14b_video2world_config)
 
+_14B = dict(num_layers=36, num_attention_heads=40, rope_scale=(2.0, 2.0, 2.0))
 PRESETS = {
     "7B": (cosmos_7b_config, dict()),
-    "14B": (cosmos_14b_config, dict(num_layers=36, num_attention_heads=40, rope_scale=(2.0, 2.0, 2.0))),
+    "14B": (cosmos_14b_config, _14B),
+    # Video2World: the condition-mask channel (here the first 2 latent frames, 9 input frames)
+    "7B-Video2World": (cosmos_7b_video2world_config, dict(in_channels=17)),
+    "14B-Video2World": (cosmos_14b_video2world_config, dict(in_channels=17, **_14B)),
 }
 
 
@@ -91,9 +96,17 @@ def bench(name: str, runs: int, compile_: bool, attention=(), fp8: bool = False,
     text[:, 40:] = 0  # T5 padding is zeroed, as the reference does
     c_noise = torch.tensor([0.25 * torch.log(torch.tensor(20.0)).item()], device="cuda")
     pad = torch.zeros(1, 1, 88, 160, device="cuda", dtype=torch.bfloat16)
+    mask = None
+    if cfg.condition_mask_channel:
+        mask = torch.zeros(1, 1, 16, 88, 160, device="cuda", dtype=torch.bfloat16)
+        mask[:, :, :2] = 1
+
+    def cond(xx):
+        return {} if mask is None else {"condition_mask": mask[..., : xx.shape[-2], : xx.shape[-1]]}
 
     def run_theirs(xx=x):
-        return theirs(xx, c_noise, text, fps=24, padding_mask=pad[..., : xx.shape[-2], : xx.shape[-1]], return_dict=False)[0]
+        return theirs(xx, c_noise, text, fps=24, padding_mask=pad[..., : xx.shape[-2], : xx.shape[-1]], return_dict=False,
+                      **cond(xx))[0]
 
     res = {"model": name, "tokens": 16 * 44 * 80}
     with torch.inference_mode():
@@ -106,7 +119,7 @@ def bench(name: str, runs: int, compile_: bool, attention=(), fp8: bool = False,
         ours.eval()
 
         def run_ours(xx=x):
-            return ours(xx, c_noise, text, fps=24)
+            return ours(xx, c_noise, text, fps=24, **cond(xx))
 
         y_ours, res["ours_s"], res["ours_activation_peak_gib"] = timed(run_ours, runs)
         res["ours_weights_gib"] = weights_gib(ours)
@@ -171,7 +184,7 @@ def bench(name: str, runs: int, compile_: bool, attention=(), fp8: bool = False,
         torch.cuda.empty_cache()
         torch.backends.cuda.matmul.allow_tf32 = False
         ours.float()
-        y_ref = ours(small.float(), c_noise, text.float(), fps=24)
+        y_ref = ours(small.float(), c_noise, text.float(), fps=24, **{k: v.float() for k, v in cond(small).items()})
         res["quarter_err_diffusers_bf16_vs_fp32"] = rel(y_s_theirs, y_ref)
         res["quarter_err_ours_bf16_vs_fp32"] = rel(y_s_ours, y_ref)
         del y_ref

@@ -4,6 +4,10 @@
     pipe = Text2WorldPipeline.from_pretrained("cosmos-demo")
     pipe("a red circle moving up")[0].save("circle.mp4")
 
+    from nemo_cosmos import Video2WorldPipeline
+    pipe = Video2WorldPipeline.from_pretrained("cosmos-demo-video2world")
+    pipe("a red circle moving up", video="circle.mp4", num_input_frames=9)[0].save("more.mp4")
+
 The names below are imported on first use, so ``import nemo_cosmos`` (and every command line's
 ``--help``) stays fast.
 """
@@ -20,6 +24,7 @@ __version__ = "0.1.0"
 
 _EXPORTS = {
     "Text2WorldPipeline": "nemo_cosmos.pipeline",
+    "Video2WorldPipeline": "nemo_cosmos.pipeline",
     "Generation": "nemo_cosmos.pipeline",
     "load_dit": "nemo_cosmos.checkpoint",
     "resolve_source": "nemo_cosmos.sources",

@@ -25,13 +25,14 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
-from .diffusion import SIGMA_DATA, EDMDenoiser, guided_x0, initial_noise, res_2ab_sample
+from .diffusion import (SIGMA_DATA, ConditionedDenoiser, EDMDenoiser, VideoCondition, guided_x0, res_2ab_sample,
+                        seeded_normals)
 from .diffusion.res_sampler import SIGMA_MAX
 from .errors import BadInputError, shorten
 from .models import CosmosDiT
 from .models.config import CosmosDiTConfig, config_to_dict
 from .parallel import is_main, parallelize_dit
-from .presets import GenerationDefaults, subject_prompt
+from .presets import TEXT2WORLD, VIDEO2WORLD, GenerationDefaults, subject_prompt
 from .text import MAX_TOKENS, T5TextEncoder
 from .tokenizer import CV8x8x8Tokenizer, TokenizerConfig, check_num_frames, latent_shape
 
@@ -253,6 +254,14 @@ class Text2WorldPipeline:
             if fp8 and not lora_merge:
                 raise BadInputError("FP8 takes merged LoRA adapters only: leave lora_merge on (no --no_lora_merge)")
             lora = find_lora_adapter(lora)
+        target = PIPELINES[src.family]
+        if cls is not target:
+            if not issubclass(target, cls):
+                raise BadInputError(f"{src.name} is a {src.family.capitalize()} model: it takes no input image or "
+                                    f"video (use {target.__name__})")
+            cls = target  # Text2WorldPipeline.from_pretrained serves both families
+        if prompt_upsampler and src.family == VIDEO2WORLD:
+            raise BadInputError(VIDEO2WORLD_UPSAMPLER)
         check_prompt = src.preset.check_prompt() if src.preset is not None else None
         if check_prompt is not None:
             if prompt_upsampler:
@@ -314,14 +323,15 @@ class Text2WorldPipeline:
         import os
 
         from .checkpoint import save_dit_safetensors
-        from .presets import DIT_WEIGHTS, MODEL_INDEX, TEXT_ENCODER_SUBDIR, TOKENIZER_SUBDIR, TEXT2WORLD
+        from .presets import DIT_WEIGHTS, MODEL_INDEX, TEXT_ENCODER_SUBDIR, TOKENIZER_SUBDIR
 
         os.makedirs(folder, exist_ok=True)
         save_dit_safetensors(self.dit.state_dict(), self.dit.config, os.path.join(folder, DIT_WEIGHTS), model=self.name,
                              dtype=dit_dtype)
         self.tokenizer.save_pretrained(os.path.join(folder, TOKENIZER_SUBDIR))
         self.text_encoder.save_pretrained(os.path.join(folder, TEXT_ENCODER_SUBDIR))
-        index = {"format": "nemo_cosmos", "family": TEXT2WORLD, "model": self.name,
+        family = VIDEO2WORLD if self.dit.config.condition_mask_channel else TEXT2WORLD
+        index = {"format": "nemo_cosmos", "family": family, "model": self.name,
                  "dit": config_to_dict(self.dit.config), "tokenizer_dir": TOKENIZER_SUBDIR,
                  "text_encoder": TEXT_ENCODER_SUBDIR, "defaults": self.defaults.to_dict()}
         with open(os.path.join(folder, MODEL_INDEX), "w") as f:
@@ -403,20 +413,28 @@ class Text2WorldPipeline:
         parallelize_dit(self.dit, fp8=self.fp8, cp_group=self.group, compile=self.compile)
         self._dit_ready = True
 
-    def _noise(self, shape, seed: Optional[int], generator: Optional[torch.Generator]) -> torch.Tensor:
+    def _normals(self, shape, seed: Optional[int], generator: Optional[torch.Generator]) -> torch.Tensor:
+        """The standard normals of one video's noise: numpy's for a seed (NVIDIA's), else torch's."""
         if generator is not None:
-            g_device = generator.device
-            return torch.randn(shape, generator=generator, device=g_device, dtype=torch.float32).to(self.device) * SIGMA_MAX
-        return initial_noise(shape, seed, device=self.device)
+            return torch.randn(shape, generator=generator, device=generator.device, dtype=torch.float32).to(self.device)
+        return seeded_normals(shape, seed, device=self.device)
 
-    def _sample(self, cond, uncond, shape, fps, guidance, num_steps, noise, progress, callback) -> tuple:
+    def _sample(self, cond, uncond, fps, guidance, num_steps, noise, progress, callback,
+                condition: Optional[VideoCondition] = None) -> tuple:
         denoiser = EDMDenoiser(self.dit, SIGMA_DATA)
-        both_text = torch.cat([cond, uncond]) if self.batch_guidance else None
+        if condition is not None:
+            denoiser = ConditionedDenoiser(denoiser, condition)
+        # the same text for both (Video2World with no negative prompt): the guided x0 is the
+        # conditional one exactly (cond + g * 0), so its twin evaluation is skipped
+        same_text = uncond is cond
+        both_text = torch.cat([cond, uncond]) if self.batch_guidance and not same_text else None
         evaluations = 0
 
         def x0_fn(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
             nonlocal evaluations
             evaluations += 1
+            if same_text:
+                return denoiser(x, sigma, cond, fps=fps)
             if both_text is not None:
                 return guided_x0(*denoiser(torch.cat([x, x]), sigma, both_text, fps=fps).chunk(2), guidance)
             return guided_x0(denoiser(x, sigma, cond, fps=fps), denoiser(x, sigma, uncond, fps=fps), guidance)
@@ -461,6 +479,18 @@ class Text2WorldPipeline:
         with it the video guardrail). `callback_on_step_end(pipe, step, sigma, {"latents",
         "denoised"})` runs after every sampler step; a returned {"latents": tensor} replaces the
         state. A prompt or video the guardrails refuse raises BlockedError; nothing is returned."""
+        prompts, s, seeds = self._resolve(prompt, num_videos_per_prompt, output_type, seed, generator, dict(
+            negative_prompt=negative_prompt, guidance=guidance, num_steps=num_steps, height=height, width=width,
+            num_frames=num_frames, fps=fps))
+        if self.dit.config.condition_mask_channel:
+            raise BadInputError(f"{self.name} is a Video2World model: give it an image or video to continue "
+                                "(Video2WorldPipeline, --input_image_or_video_path)")
+        return self._generate(prompts, num_videos_per_prompt, s, seeds, generator, subject_name, output_type,
+                              callback_on_step_end, progress)
+
+    def _resolve(self, prompt, num_videos_per_prompt: int, output_type: str, seed, generator, given: dict) -> tuple:
+        """(prompts, settings, one seed per video) of a call, checked; settings left out (None) take
+        the model's defaults."""
         d = self.defaults
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
         if not prompts:
@@ -469,15 +499,8 @@ class Text2WorldPipeline:
             raise BadInputError(f"output_type must be 'np' or 'latent'; got {output_type!r}")
         if num_videos_per_prompt < 1:
             raise BadInputError(f"num_videos_per_prompt must be at least 1; got {num_videos_per_prompt}")
-        s = dict(
-            negative_prompt=d.negative_prompt if negative_prompt is None else negative_prompt,
-            guidance=d.guidance if guidance is None else float(guidance),
-            num_steps=d.num_steps if num_steps is None else int(num_steps),
-            height=d.height if height is None else int(height),
-            width=d.width if width is None else int(width),
-            num_frames=d.num_frames if num_frames is None else int(num_frames),
-            fps=d.fps if fps is None else fps,
-        )
+        cast = dict(guidance=float, num_steps=int, height=int, width=int, num_frames=int, num_input_frames=int)
+        s = {k: getattr(d, k) if v is None else cast.get(k, lambda x: x)(v) for k, v in given.items()}
         count = len(prompts) * num_videos_per_prompt
         if generator is not None and seed is not None:
             raise BadInputError("give a seed or a generator, not both")
@@ -491,13 +514,17 @@ class Text2WorldPipeline:
         for x in seeds:
             check_settings(self.dit.config, self.tok_cfg, seed=x if generator is None else None, **{
                 k: s[k] for k in ("height", "width", "num_frames", "num_steps", "fps", "guidance")})
+        return prompts, s, seeds
 
+    def _generate(self, prompts, num_videos_per_prompt, s, seeds, generator, subject_name, output_type, callback,
+                  progress, inputs: Optional[list] = None) -> List[Generation]:
+        """Every video of a checked call; `inputs` (Video2World): the input frames of each prompt."""
         # every prompt is checked (and upsampled) before any sampling: a refusal costs no GPU time
         prepared = [self.prepare_prompt(p, subject_name) if self.is_main else (p, None) for p in prompts]
         self._prepare_dit()
         shape = (1, *latent_shape(self.tok_cfg, s["num_frames"], s["height"], s["width"]))
         results = []
-        for i in range(count):
+        for i in range(len(seeds)):
             final, upsampled = prepared[i // num_videos_per_prompt]
             timings: Dict[str, float] = {}
             t0 = time.perf_counter()
@@ -505,10 +532,13 @@ class Text2WorldPipeline:
             timings["text_encoding_s"] = self._elapsed(t0)
             log.info("text encoding: %.2f s", timings["text_encoding_s"])
 
-            noise = self._noise(shape, seeds[i], generator)
+            normals = self._normals(shape, seeds[i], generator)
+            condition = None
+            if inputs is not None:
+                condition = self.encode_condition(inputs[i // num_videos_per_prompt], s, normals, timings)
             t0 = time.perf_counter()
-            latent, evaluations = self._sample(cond, uncond, shape, s["fps"], s["guidance"], s["num_steps"], noise,
-                                               progress, callback_on_step_end)
+            latent, evaluations = self._sample(cond, uncond, s["fps"], s["guidance"], s["num_steps"],
+                                               normals * SIGMA_MAX, progress, callback, condition)
             timings["sampling_s"] = self._elapsed(t0)
             timings["x0_evaluations"] = evaluations
             log.info("sampling (%d steps): %.2f s", s["num_steps"], timings["sampling_s"])
@@ -517,6 +547,8 @@ class Text2WorldPipeline:
             settings = {"prompt": prompts[i // num_videos_per_prompt], "subject_name": subject_name, **s,
                         "seed": seeds[i] if generator is None else None, **self.source,
                         "fp8": self.fp8, "compile": self.compile}
+            if inputs is not None:
+                settings["input_image_or_video_path"] = inputs[i // num_videos_per_prompt].source
             result = Generation(None, latent.float().cpu(), final, upsampled, settings["seed"], settings, timings,
                                 config_to_dict(self.dit.config))
             if self.is_main and output_type == "np":
@@ -539,3 +571,136 @@ class Text2WorldPipeline:
             timings["decoding_s"] = self._elapsed(t0)
             log.info("decoding: %.2f s", timings["decoding_s"])
         return frames
+
+
+@dataclass
+class ConditionInput:
+    """The frames one Video2World prompt continues, and where they came from."""
+
+    frames: np.ndarray
+    """[n, H, W, 3] uint8, n = the number of input frames."""
+    source: str
+
+
+def condition_input(video, num_input_frames: int) -> ConditionInput:
+    """A ConditionInput from a path (image or video file: its last `num_input_frames` frames), an
+    image array [H, W, 3] or a video array [T, H, W, 3] (uint8)."""
+    import os
+
+    from .utils.video_input import read_input_frames
+
+    if isinstance(video, (str, os.PathLike)):
+        return ConditionInput(read_input_frames(video, num_input_frames), os.fspath(video))
+    frames = np.asarray(video)
+    if frames.dtype != np.uint8 or frames.ndim not in (3, 4) or frames.shape[-1] != 3:
+        raise BadInputError(f"an input image or video must be a path or uint8 [H, W, 3] / [T, H, W, 3]; "
+                            f"got {frames.dtype} {list(frames.shape)}")
+    if frames.ndim == 3:
+        frames = frames[None]
+    if len(frames) < num_input_frames:
+        raise BadInputError(f"the input has {len(frames)} frame(s); {num_input_frames} input frames were asked for")
+    return ConditionInput(np.ascontiguousarray(frames[-num_input_frames:]), f"array {list(frames.shape)}")
+
+
+class Video2WorldPipeline(Text2WorldPipeline):
+    """Video2World generation: the Text2World pipeline, continuing the last 1 or 9 frames of an
+    image or video as NVIDIA's Cosmos-1.0 does (diffusion.conditioning). The output starts with the
+    tokenizer's reconstruction of the input frames and holds all `num_frames` frames.
+
+        pipe = Video2WorldPipeline.from_pretrained("cosmos-demo-video2world")
+        pipe("a red circle moving up", video="clip.mp4", num_input_frames=9)[0].save("more.mp4")
+
+    ``Text2WorldPipeline.from_pretrained`` of a Video2World model returns one of these too.
+    As NVIDIA's, an empty negative prompt gives the uncondition the prompt's own text (guidance then
+    changes nothing, and the second DiT pass is skipped); the Video2World prompt upsampler
+    (Pixtral-12B) is not supported."""
+
+    def __init__(self, dit: CosmosDiT, *args, **kwargs):
+        if not dit.config.condition_mask_channel:
+            raise BadInputError("this DiT is a Text2World model (no condition-mask channel): it cannot continue an "
+                                "image or video; use Text2WorldPipeline")
+        if kwargs.get("prompt_upsampler") is not None:
+            raise BadInputError(VIDEO2WORLD_UPSAMPLER)
+        super().__init__(dit, *args, **kwargs)
+
+    def encode_text(self, prompt: str, negative_prompt: str):
+        if negative_prompt:
+            return super().encode_text(prompt, negative_prompt)
+        cond, _ = super().encode_text(prompt, "")
+        return cond, cond  # the reference's uncondition without a negative prompt: the prompt itself
+
+    def encode_condition(self, given: ConditionInput, s: dict, normals: torch.Tensor,
+                         timings: Dict[str, float]) -> VideoCondition:
+        """The conditioning latent of one video (encoded by the first rank, broadcast to the others)."""
+        t0 = time.perf_counter()
+        dtype = self.dit.config.params_dtype
+        shape = normals.shape
+        if self.is_main:
+            from .utils.video_input import condition_video
+
+            video = condition_video(given.frames, s["num_frames"], s["height"], s["width"], dtype)
+            with self._on_device(self.tokenizer, self.offload_tokenizer) as tok:
+                latent = (tok.encode(video.to(self.device)) * SIGMA_DATA).to(dtype)
+        else:
+            latent = torch.empty(shape, dtype=dtype, device=self.device)
+        if self.group is not None:
+            dist.broadcast(latent, src=dist.get_global_rank(self.group, 0), group=self.group)
+        timings["input_encoding_s"] = self._elapsed(t0)
+        log.info("input encoding (%d frames): %.2f s", len(given.frames), timings["input_encoding_s"])
+        from .diffusion import conditioned_latent_frames
+
+        k = conditioned_latent_frames(s["num_input_frames"], self.tok_cfg.temporal_compression)
+        return VideoCondition(latent, k, normals)
+
+    @torch.no_grad()
+    def __call__(
+        self,
+        prompt: Union[str, Sequence[str]],
+        video=None,
+        num_input_frames: Optional[int] = None,
+        negative_prompt: Optional[str] = None,
+        guidance: Optional[float] = None,
+        num_steps: Optional[int] = None,
+        height: Optional[int] = None,
+        width: Optional[int] = None,
+        num_frames: Optional[int] = None,
+        fps: Optional[int] = None,
+        seed: Union[int, Sequence[int], None] = None,
+        generator: Optional[torch.Generator] = None,
+        num_videos_per_prompt: int = 1,
+        subject_name: Optional[str] = None,
+        output_type: str = "np",
+        callback_on_step_end: Optional[Callable] = None,
+        progress: bool = True,
+    ) -> List[Generation]:
+        """As Text2WorldPipeline.__call__, continuing `video`: an image or video file, a uint8 image
+        [H, W, 3] or video [T, H, W, 3], or a list of those, one per prompt. Its last
+        `num_input_frames` frames (1 or 9; default the model's) are resized straight to the
+        generation size and given as the first frames."""
+        from .presets import NUM_INPUT_FRAMES
+
+        prompts, s, seeds = self._resolve(prompt, num_videos_per_prompt, output_type, seed, generator, dict(
+            negative_prompt=negative_prompt, guidance=guidance, num_steps=num_steps, height=height, width=width,
+            num_frames=num_frames, fps=fps, num_input_frames=num_input_frames))
+        n = s["num_input_frames"]
+        if n not in NUM_INPUT_FRAMES:
+            raise BadInputError(f"--num_input_frames must be one of {', '.join(map(str, NUM_INPUT_FRAMES))}; got {n}")
+        if n >= s["num_frames"]:
+            raise BadInputError(f"{n} input frames leave nothing to generate in a {s['num_frames']}-frame video")
+        if video is None:
+            raise BadInputError(f"{self.name} is a Video2World model: give it an image or video to continue "
+                                "(video=, --input_image_or_video_path)")
+        many = isinstance(video, (list, tuple))
+        videos = list(video) if many else [video] * len(prompts)
+        if len(videos) != len(prompts):
+            raise BadInputError(f"{len(videos)} input videos for {len(prompts)} prompts")
+        inputs = [condition_input(v, n) for v in videos] if self.is_main else [
+            ConditionInput(np.zeros((n, 1, 1, 3), np.uint8), "") for _ in videos]
+        return self._generate(prompts, num_videos_per_prompt, s, seeds, generator, subject_name, output_type,
+                              callback_on_step_end, progress, inputs)
+
+
+VIDEO2WORLD_UPSAMPLER = ("the Video2World prompt upsampler (Pixtral-12B, a vision-language model) is not supported: "
+                         "write the prompt yourself (leave out --enable_prompt_upsampler)")
+PIPELINES = {TEXT2WORLD: Text2WorldPipeline, VIDEO2WORLD: Video2WorldPipeline}
+"""The pipeline class of each model family (what from_pretrained builds)."""

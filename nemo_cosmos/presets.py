@@ -24,7 +24,8 @@ DEFAULT_NEGATIVE_PROMPT = (
 )
 """NVIDIA's default negative prompt (identical in the native and NeMo scripts)."""
 
-TEXT2WORLD = "text2world"
+TEXT2WORLD, VIDEO2WORLD = "text2world", "video2world"
+"""The model families: a video from a prompt; a prompt and an image or video to continue."""
 
 # Where the models beside the DiT are published (what NVIDIA's download script fetches).
 T5_NAME = "google-t5/t5-11b"
@@ -35,6 +36,8 @@ GUARDRAIL_REPO = "nvidia/Cosmos-1.0-Guardrail"
 AEGIS_BASE = "meta-llama/LlamaGuard-7b"
 AEGIS_ADAPTER = "nvidia/Aegis-AI-Content-Safety-LlamaGuard-Defensive-1.0"
 SIGLIP = "google/siglip-so400m-patch14-384"
+NUM_INPUT_FRAMES = (1, 9)
+"""What NVIDIA's Video2World takes (--num_input_frames): 1 or 9 frames, one or two latent frames."""
 DIT_PATTERNS = {"nemo": ("nemo/*",), "original": ("model.pt", "config.json")}
 
 
@@ -83,6 +86,8 @@ class GenerationDefaults:
     num_steps: int = 35
     seed: int = 1
     negative_prompt: str = DEFAULT_NEGATIVE_PROMPT
+    num_input_frames: int = 1
+    """Video2World: the frames of the input video (its last ones) given as condition: 1 or 9."""
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -150,6 +155,7 @@ class ModelPreset:
 
 
 DEMO_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "demo", "assets")
+DEMO_V2W_DIR = os.path.join(DEMO_DIR, "video2world")
 
 MODELS: Dict[str, ModelPreset] = {
     p.name: p
@@ -158,13 +164,24 @@ MODELS: Dict[str, ModelPreset] = {
                     repo="nvidia/Cosmos-1.0-Diffusion-7B-Text2World"),
         ModelPreset("Cosmos-1.0-Diffusion-14B-Text2World", dit_factory="nemo_cosmos.models.config:cosmos_14b_config",
                     repo="nvidia/Cosmos-1.0-Diffusion-14B-Text2World"),
+        ModelPreset("Cosmos-1.0-Diffusion-7B-Video2World", VIDEO2WORLD,
+                    dit_factory="nemo_cosmos.models.config:cosmos_7b_video2world_config",
+                    repo="nvidia/Cosmos-1.0-Diffusion-7B-Video2World"),
+        ModelPreset("Cosmos-1.0-Diffusion-14B-Video2World", VIDEO2WORLD,
+                    dit_factory="nemo_cosmos.models.config:cosmos_14b_video2world_config",
+                    repo="nvidia/Cosmos-1.0-Diffusion-14B-Video2World"),
         # Trained by our own recipes on a synthetic world of moving coloured shapes (docs/demo.md).
         ModelPreset("cosmos-demo", tokenizer_repo=None, text_encoder="", builtin_dir=DEMO_DIR,
                     closed_vocabulary="nemo_cosmos.demo.world:check_prompt"),
+        ModelPreset("cosmos-demo-video2world", VIDEO2WORLD, tokenizer_repo=None, text_encoder="",
+                    builtin_dir=DEMO_V2W_DIR, closed_vocabulary="nemo_cosmos.demo.world:check_prompt"),
     )
 }
 DEFAULT_MODEL = "Cosmos-1.0-Diffusion-7B-Text2World"
 DEMO_MODEL = "cosmos-demo"
+DEFAULT_MODELS = {TEXT2WORLD: DEFAULT_MODEL, VIDEO2WORLD: "Cosmos-1.0-Diffusion-7B-Video2World"}
+DEMO_MODELS = {TEXT2WORLD: DEMO_MODEL, VIDEO2WORLD: "cosmos-demo-video2world"}
+"""Per family: the model infer uses by default, and the built-in one it falls back to without weights."""
 
 
 def model_preset(name: str) -> ModelPreset:

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Dict, List, Optional
 
 from .errors import BadInputError, MissingFileError
-from .presets import (DEFAULT_MODEL, DEMO_MODEL, MODELS, TEXT_ENCODER_SUBDIR, TOKENIZER_SUBDIR, GenerationDefaults,
+from .presets import (DEFAULT_MODELS, DEMO_MODELS, MODELS, TEXT2WORLD, TEXT_ENCODER_SUBDIR, TOKENIZER_SUBDIR, GenerationDefaults,
                       HubItem, ModelPreset, model_preset, read_model_index, text_encoder_item, tokenizer_item)
 
 log = logging.getLogger("nemo_cosmos")
@@ -36,9 +36,10 @@ class ModelSource:
 
     @property
     def family(self) -> str:
-        from .presets import TEXT2WORLD
+        """TEXT2WORLD or VIDEO2WORLD, as the DiT's config says (a post-trained checkpoint's own)."""
+        from .presets import TEXT2WORLD, VIDEO2WORLD
 
-        return self.preset.family if self.preset is not None else TEXT2WORLD
+        return VIDEO2WORLD if self.dit_config().condition_mask_channel else TEXT2WORLD
 
     def dit_config(self):
         """The DiT config the weights will be built with (needs the checkpoint resolved)."""
@@ -157,14 +158,15 @@ def _looks_like_path(name: str) -> bool:
     return os.path.isabs(name) or name.startswith((".", "~")) or name.count("/") > 1
 
 
-def default_model(log_fallback: bool = True) -> str:
-    """The 7B model when its weights are on this machine, else the built-in demo model."""
+def default_model(family: str = TEXT2WORLD, log_fallback: bool = True) -> str:
+    """The family's 7B model when its weights are on this machine, else its built-in demo model."""
     from .checkpoint.hub import cached_dit_checkpoint
 
-    preset = MODELS[DEFAULT_MODEL]
-    if os.path.isdir(MODELS[DEMO_MODEL].builtin_dir or "") and cached_dit_checkpoint(preset.repo) is None:
+    published, demo = DEFAULT_MODELS[family], DEMO_MODELS[family]
+    if os.path.isdir(MODELS[demo].builtin_dir or "") and cached_dit_checkpoint(MODELS[published].repo) is None:
         if log_fallback:
             log.warning("%s weights are not on this machine: using the built-in %s model (coloured shapes; "
-                        "python -m nemo_cosmos.recipes.download fetches the real one)", DEFAULT_MODEL, DEMO_MODEL)
-        return DEMO_MODEL
-    return DEFAULT_MODEL
+                        "python -m nemo_cosmos.recipes.download --model %s fetches the real one)", published, demo,
+                        published)
+        return demo
+    return published

@@ -10,7 +10,7 @@ from nemo_cosmos.models import CosmosDiT, tiny_config
 
 def _diffusers_model(mod, cfg):
     return mod.CosmosTransformer3DModel(
-        in_channels=cfg.in_channels,
+        in_channels=cfg.in_channels + int(cfg.condition_mask_channel),
         out_channels=cfg.out_channels,
         num_attention_heads=cfg.num_attention_heads,
         attention_head_dim=cfg.kv_channels,
@@ -89,3 +89,29 @@ def test_bf16_rope_rounds_like_the_reference():
     assert not torch.allclose(cos_bf16[:, t_cols], cos_fp32[:, t_cols], atol=1e-4)
     pos = torch.arange(4, dtype=torch.bfloat16) / torch.tensor(30, dtype=torch.bfloat16) * 24
     assert torch.allclose(torch.acos(cos_bf16[16::16, 0]), pos[1:].float(), atol=1e-3)
+
+
+@pytest.mark.parametrize("shape, conditioned", [((1, 16, 3, 8, 8), 1), ((2, 16, 4, 6, 10), 2)])
+def test_video2world_forward_matches_diffusers(diffusers_cosmos, shape, conditioned):
+    """The condition-mask channel sits after the latent's and before the padding mask's, as in
+    diffusers' CosmosTransformer3DModel(in_channels=16 + 1)."""
+    cfg = tiny_config(condition_mask_channel=True, rope_scale=(2.0, 2.0, 2.0))
+    theirs = randomize_(_diffusers_model(diffusers_cosmos, cfg))
+    ours = CosmosDiT(cfg).eval()
+    ours.load_state_dict(to_ours(theirs.state_dict(), cfg, "diffusers"), strict=True)
+    b, _, t, h, w = shape
+    x, text = torch.randn(shape), torch.randn(b, 6, cfg.crossattn_dim)
+    mask = torch.zeros(b, 1, t, h, w)
+    mask[:, :, :conditioned] = 1
+    c_noise = torch.full((b,), 0.25 * torch.log(torch.tensor(3.0)).item())
+    pad = torch.zeros(1, 1, h, w)
+    with torch.no_grad():
+        want = theirs(x, c_noise, text, fps=24, condition_mask=mask, padding_mask=pad, return_dict=False)[0]
+        got = ours(x, c_noise, text, fps=24, condition_mask=mask)
+        unconditioned = ours(x, c_noise, text, fps=24)
+    assert rel_err(got, want) <= 1e-5
+    assert rel_err(unconditioned, want) > 1e-3  # the mask channel really is read
+    with pytest.raises(ValueError, match="condition_mask must have shape"):
+        ours(x, c_noise, text, condition_mask=mask[:, :, :1])
+    with pytest.raises(ValueError, match="condition_mask is for Video2World models"):
+        CosmosDiT(tiny_config())(x, c_noise, torch.randn(b, 6, 32), condition_mask=mask)

@@ -1,10 +1,15 @@
 """The 7B/14B presets: exactly diffusers' parameter counts and tensor shapes (on the meta device)."""
 
+import dataclasses
+
 import pytest
 import torch
 
 from nemo_cosmos.checkpoint import from_ours
-from nemo_cosmos.models import CosmosDiT, cosmos_7b_config, cosmos_14b_config
+from nemo_cosmos.models import (CosmosDiT, cosmos_7b_config, cosmos_7b_video2world_config, cosmos_14b_config,
+                                cosmos_14b_video2world_config)
+from nemo_cosmos.models import tiny_config
+from nemo_cosmos.models.config import config_to_dict
 from nemo_cosmos.presets import MODELS, model_preset
 
 
@@ -13,6 +18,9 @@ from nemo_cosmos.presets import MODELS, model_preset
     [
         (cosmos_7b_config, dict(), 7236),
         (cosmos_14b_config, dict(num_layers=36, num_attention_heads=40, rope_scale=(2.0, 2.0, 2.0)), 14267),
+        (cosmos_7b_video2world_config, dict(in_channels=16 + 1), 7236),
+        (cosmos_14b_video2world_config, dict(in_channels=16 + 1, num_layers=36, num_attention_heads=40,
+                                             rope_scale=(2.0, 2.0, 2.0)), 14267),
     ],
 )
 def test_preset_matches_diffusers_parameter_count(diffusers_cosmos, factory, kwargs, millions):
@@ -39,6 +47,11 @@ def test_presets_hold_the_published_hyperparameters():
     assert c7.rope_scale == (2.0, 1.0, 1.0) and c14.rope_scale == (2.0, 2.0, 2.0)
     assert c7.ffn_hidden_size == 16384 and c14.ffn_hidden_size == 20480
     assert c7.params_dtype == torch.bfloat16
+    v7, v14 = cosmos_7b_video2world_config(), cosmos_14b_video2world_config()
+    assert v7.condition_mask_channel and v14.condition_mask_channel and not c7.condition_mask_channel
+    # NVIDIA's VideoExtendGeneralDIT: (16 latent + 1 condition mask + 1 padding mask) x (1 x 2 x 2) inputs
+    assert CosmosDiT(tiny_config(condition_mask_channel=True)).patch_embed.in_features == 72
+    assert config_to_dict(dataclasses.replace(v14, condition_mask_channel=False)) == config_to_dict(c14)
 
 
 def test_unknown_model_name_is_a_clear_error():

@@ -107,33 +107,40 @@ def save_dit_safetensors(state_dict: Mapping[str, torch.Tensor], config: CosmosD
         save_file(tensors, tmp, metadata=meta)
 
 
-def _layer_count_and_width(kind: str, path: str) -> Optional[tuple]:
-    """(layers, hidden size) read from a checkpoint's index, without its weights."""
+def _size_of(config: CosmosDiTConfig) -> tuple:
+    """(layers, hidden size, inputs of the patch embedding): what tells the published models apart
+    (a Video2World model has the condition-mask channel's inputs on top of its Text2World twin's)."""
+    with torch.device("meta"):
+        patch_in = CosmosDiT(dataclasses.replace(config, num_layers=1)).patch_embed.in_features
+    return config.num_layers, config.hidden_size, patch_in
+
+
+def _read_size(kind: str, path: str) -> Optional[tuple]:
+    """_size_of's triple read from a checkpoint's index, without its weights."""
     if kind == NEMO:
         shapes = nemo_tensor_shapes(path)
-        qkv = shapes.get("module.decoder.layers.full_self_attention.linear_proj.weight")
-        return (qkv[0], qkv[-1]) if qkv else None
+        proj = shapes.get("module.decoder.layers.full_self_attention.linear_proj.weight")
+        embed = shapes.get("module.x_embedder.proj.1.weight")
+        return (proj[0], proj[-1], embed[-1]) if proj and embed else None
     if kind == ORIGINAL:
         sd = read_model_pt(path)
         w = sd.get("net.x_embedder.proj.1.weight")
         if w is None:
             return None
         layers = len({k.split(".")[2] for k in sd if k.startswith("net.blocks.block")})
-        return layers, w.shape[0]
+        return layers, w.shape[0], w.shape[1]
     return None
 
 
 def _match_published(kind: str, path: str, config: Optional[CosmosDiTConfig]) -> Optional[str]:
     from ..presets import MODELS
 
-    size = (config.num_layers, config.hidden_size) if config is not None else _layer_count_and_width(kind, path)
+    size = _size_of(config) if config is not None else _read_size(kind, path)
     if size is None:
         return None
     for name, preset in MODELS.items():
-        if preset.dit_factory is not None:
-            c = preset.dit_config()
-            if (c.num_layers, c.hidden_size) == tuple(size):
-                return name
+        if preset.dit_factory is not None and _size_of(preset.dit_config()) == tuple(size):
+            return name
     return None
 
 

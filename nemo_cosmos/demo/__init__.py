@@ -2,7 +2,9 @@
 ``python -m nemo_cosmos.demo.train`` on the synthetic world of ``world.py`` and shipped in
 ``assets/`` as a pipeline folder (``model_index.json`` with its configs and defaults, DiT and
 tokenizer weights in safetensors, a small T5 encoder), so that the infer command does its job on any
-machine without downloading anything."""
+machine without downloading anything. ``assets/video2world/`` holds cosmos-demo-video2world: the
+same DiT with the condition-mask channel, post-trained from cosmos-demo to continue a clip, sharing
+its tokenizer and text encoder."""
 
 from __future__ import annotations
 
@@ -10,7 +12,7 @@ import json
 import os
 
 from ..presets import DEMO_DIR as ASSETS
-from ..presets import DEMO_MODEL, DIT_WEIGHTS, MODELS, TEXT_ENCODER_SUBDIR, TOKENIZER_SUBDIR
+from ..presets import DEMO_MODEL, DEMO_V2W_DIR, DIT_WEIGHTS, MODELS, TEXT_ENCODER_SUBDIR, TOKENIZER_SUBDIR
 
 DIT_FILE = os.path.join(ASSETS, DIT_WEIGHTS)
 TOKENIZER_DIR = os.path.join(ASSETS, TOKENIZER_SUBDIR)
@@ -34,3 +36,8 @@ def demo_tokenizer_config():
 def available() -> bool:
     """Whether the weights are shipped in this checkout (model_index.json always is)."""
     return all(os.path.exists(p) for p in (DIT_FILE, TOKENIZER_DIR, T5_DIR))
+
+
+def video2world_available() -> bool:
+    """Whether the Video2World demo's DiT is shipped too (it shares the tokenizer and T5)."""
+    return available() and os.path.exists(os.path.join(DEMO_V2W_DIR, DIT_WEIGHTS))

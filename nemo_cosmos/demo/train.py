@@ -1,6 +1,9 @@
-"""Train the built-in demo model on one GPU and write it to nemo_cosmos/demo/assets.
+"""Train the built-in demo models on one GPU and write them to nemo_cosmos/demo/assets.
 
     python -m nemo_cosmos.demo.train [--out nemo_cosmos/demo/assets] [--work /tmp/cosmos-demo]
+    python -m nemo_cosmos.demo.train --family video2world [--out nemo_cosmos/demo/assets]
+
+Text2World (cosmos-demo):
 
 1. a small T5 encoder (random, fixed seed: the DiT learns to read its embeddings) and a word-level
    tokenizer over the world's vocabulary;
@@ -10,6 +13,11 @@
 4. the DiT from scratch with the post-training recipe ``cosmos_demo_text2world_train``;
 5. the weights exported (float16 safetensors), and the accuracy of generated clips measured with the
    world's own detector.
+
+Video2World (cosmos-demo-video2world, written to ``--out``/video2world): cosmos-demo's tokenizer and
+T5 (already in ``--out``), a new dataset of rendered clips, the DiT post-trained from cosmos-demo's
+by the recipe ``cosmos_demo_video2world_train`` (the condition-mask channel's inputs start at zero),
+then continuations of held-out clips judged by the detector and by where the object goes.
 """
 
 from __future__ import annotations
@@ -25,7 +33,7 @@ import numpy as np
 import torch
 
 from . import demo_dit_config, demo_tokenizer_config
-from .world import BACKGROUND, FPS, VOCABULARY, all_captions, analyse, caption, render
+from .world import BACKGROUND, FPS, VOCABULARY, all_captions, analyse, caption, continuation_error, render
 
 log = logging.getLogger("nemo_cosmos")
 
@@ -148,6 +156,26 @@ def evaluate(pipe, seeds=range(1)) -> dict:
     return accuracy(judged(seed, i, want) for seed in seeds for i, want in enumerate(all_captions()))
 
 
+def evaluate_video2world(pipe, num_input_frames: int, seeds=range(1), captions=None) -> dict:
+    """Continuations of held-out clips (positions drawn from seeds training never used): each
+    caption's clip gives its first `num_input_frames` frames and its caption; the generated frames
+    after them are judged by the detector, and by the distance (pixels) between the object's
+    centroids there and in the true clip. Returns accuracy shares, the mean distance and the share
+    of continuations within 4 pixels on average."""
+    captions = all_captions() if captions is None else captions
+    pairs, errors = [], []
+    for seed in seeds:
+        for i, want in enumerate(captions):
+            truth = render(*want, np.random.default_rng(900_000 + 1000 * seed + i))
+            frames = pipe(caption(*want), video=truth[:num_input_frames], num_input_frames=num_input_frames,
+                          seed=seed * 100 + i, progress=False)[0].frames
+            pairs.append((analyse(frames[num_input_frames:]), want))
+            errors.append(continuation_error(frames, truth, num_input_frames))
+    errors = np.array(errors)
+    return {**accuracy(pairs), "mean_centroid_error_px": float(np.mean(np.minimum(errors, 64.0))),
+            "within_4px": float((errors <= 4.0).mean())}
+
+
 PROG = "python -m nemo_cosmos.demo.train"
 
 
@@ -163,8 +191,10 @@ def build_parser():
     p.add_argument("--tokenizer_lr", type=float, default=2e-3)
     p.add_argument("--object_weight", type=float, default=5.0)
     p.add_argument("--clips", type=int, default=4096)
-    p.add_argument("--dit_steps", type=int, default=4000, help="0: stop after the tokenizer")
+    p.add_argument("--dit_steps", type=int, default=None, help="default: the recipe's; 0: stop after the tokenizer")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--family", default="text2world", choices=["text2world", "video2world"],
+                   help="video2world: post-train cosmos-demo-video2world from the cosmos-demo already in --out")
     p.add_argument("overrides", nargs="*", help="post-training recipe overrides for the DiT, e.g. data.num_workers=8")
     return p
 
@@ -180,6 +210,8 @@ def run(args) -> int:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     t0 = time.perf_counter()
     os.makedirs(args.out, exist_ok=True)
+    if args.family == "video2world":
+        return run_video2world(args, device, t0)
 
     t5_dir = os.path.join(args.out, TEXT_ENCODER_SUBDIR)
     if not os.path.isdir(t5_dir):  # the DiT is trained against these exact (random) weights: keep them
@@ -198,7 +230,7 @@ def run(args) -> int:
     os.makedirs(args.work, exist_ok=True)
     with open(os.path.join(args.work, "round_trip.json"), "w") as f:
         json.dump(round_trip, f)
-    if not args.dit_steps:
+    if args.dit_steps == 0:
         return 0
 
     data = os.path.join(args.work, "data")
@@ -207,7 +239,8 @@ def run(args) -> int:
     log.info("dataset done at %.0f s", time.perf_counter() - t0)
 
     cfg = recipe("cosmos_demo_text2world_train", [f"data.path={data}", f"log.log_dir={args.work}/nemo_experiments",
-                                                   f"trainer.max_steps={args.dit_steps}", "resume=false", *args.overrides])
+                                                   *([f"trainer.max_steps={args.dit_steps}"] if args.dit_steps else []), "resume=false",
+                                                   *args.overrides])
     dit = load_dit(train(cfg), dtype=torch.float32)
     pipe = Text2WorldPipeline(dit, tok.cpu(), t5, device=device, check_prompt=MODELS[DEMO_MODEL].check_prompt(),
                               defaults=MODELS[DEMO_MODEL].generation_defaults(), name=DEMO_MODEL)
@@ -220,6 +253,54 @@ def run(args) -> int:
     return 0
 
 
+def run_video2world(args, device, t0: float) -> int:
+    from ..checkpoint import load_dit, save_dit_safetensors
+    from ..models.config import config_to_dict
+    from ..pipeline import Video2WorldPipeline
+    from ..presets import DIT_WEIGHTS, MODEL_INDEX, TEXT_ENCODER_SUBDIR, TOKENIZER_SUBDIR
+    from ..text import T5TextEncoder
+    from ..tokenizer import CV8x8x8Tokenizer
+    from ..training import recipe, train
+
+    from ..errors import MissingFileError
+
+    parts = {p: os.path.join(args.out, p) for p in (TOKENIZER_SUBDIR, TEXT_ENCODER_SUBDIR, DIT_WEIGHTS)}
+    missing = [p for p in parts.values() if not os.path.exists(p)]
+    if missing:
+        raise MissingFileError(f"{missing[0]} not found: --out must hold cosmos-demo (train it first, or "
+                               "give --out nemo_cosmos/demo/assets)")
+    t5 = T5TextEncoder.from_pretrained(parts[TEXT_ENCODER_SUBDIR], device=device)
+    tok = CV8x8x8Tokenizer.from_pretrained(parts[TOKENIZER_SUBDIR], dtype=torch.float32).to(device)
+    os.makedirs(args.work, exist_ok=True)
+    data = os.path.join(args.work, "data")
+    shutil.rmtree(data, ignore_errors=True)
+    build_dataset(data, tok, t5, device, args.clips, args.seed)
+    log.info("dataset done at %.0f s", time.perf_counter() - t0)
+
+    overrides = [f"data.path={data}", f"log.log_dir={args.work}/nemo_experiments", f"model.init_from={args.out}",
+                 "resume=false", *([f"trainer.max_steps={args.dit_steps}"] if args.dit_steps else []), *args.overrides]
+    dit = load_dit(train(recipe("cosmos_demo_video2world_train", overrides)), dtype=torch.float32)
+
+    out = os.path.join(args.out, "video2world")
+    os.makedirs(out, exist_ok=True)
+    name = "cosmos-demo-video2world"
+    save_dit_safetensors(dit.state_dict(), dit.config, os.path.join(out, DIT_WEIGHTS), model=name, dtype=torch.float16)
+    with open(os.path.join(args.out, MODEL_INDEX), encoding="utf-8") as f:
+        defaults = {**json.load(f)["defaults"], "num_input_frames": 1}
+    index = {"format": "nemo_cosmos", "family": "video2world", "model": name, "dit": config_to_dict(dit.config),
+             "tokenizer_dir": f"../{TOKENIZER_SUBDIR}", "text_encoder": f"../{TEXT_ENCODER_SUBDIR}", "defaults": defaults}
+    with open(os.path.join(out, MODEL_INDEX), "w") as f:
+        json.dump(index, f, indent=2)
+    log.info("DiT done at %.0f s; the model is in %s", time.perf_counter() - t0, out)
+
+    pipe = Video2WorldPipeline.from_pretrained(out, device=device, guardrails=False)
+    scores = {f"{n}_input_frames": evaluate_video2world(pipe, n, seeds=range(2)) for n in (1, 9)}
+    log.info("continuations of held-out clips: %s", json.dumps(scores))
+    with open(os.path.join(args.work, "scores_video2world.json"), "w") as f:
+        json.dump({**scores, "seconds": time.perf_counter() - t0}, f)
+    return 0
+
+
 def main(argv=None) -> int:
     from ..utils import cli
 
@@ -228,3 +309,4 @@ def main(argv=None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+

@@ -117,5 +117,25 @@ def analyse(video: np.ndarray) -> Optional[Tuple[str, str, str]]:
     return names[c], shape, direction
 
 
+def object_centroids(video: np.ndarray) -> np.ndarray:
+    """[T, 2] (x, y) centroid per frame of the pixels that are not background (NaN where none)."""
+    far = (np.abs(video.astype(np.int16) - np.array(BACKGROUND, np.int16)).sum(-1) > 60)  # [T, H, W]
+    yy, xx = np.mgrid[0 : video.shape[1], 0 : video.shape[2]]
+    out = np.full((len(video), 2), np.nan)
+    for t, m in enumerate(far):
+        if m.sum() >= 10:
+            out[t] = xx[m].mean(), yy[m].mean()
+    return out
+
+
+def continuation_error(generated: np.ndarray, truth: np.ndarray, start: int) -> float:
+    """Mean distance in pixels between the object's centroids in the generated frames from `start`
+    on and in the true clip's (inf when the object is lost in a frame): whether a Video2World
+    continuation picks up where its input leaves off and keeps the speed."""
+    a, b = object_centroids(generated[start:]), object_centroids(truth[start:])
+    d = np.linalg.norm(a - b, axis=-1)
+    return float("inf") if np.isnan(d).any() else float(d.mean())
+
+
 def _iou(a: np.ndarray, b: np.ndarray) -> float:
     return float((a & b).sum()) / max(1, int((a | b).sum()))

@@ -38,8 +38,10 @@ class EDMDenoiser:
         return next(self.net.parameters()).dtype
 
     def __call__(
-        self, x: torch.Tensor, sigma: torch.Tensor, text: torch.Tensor, fps: Optional[float] = None
+        self, x: torch.Tensor, sigma: torch.Tensor, text: torch.Tensor, fps: Optional[float] = None,
+        condition_mask: Optional[torch.Tensor] = None,
     ) -> torch.Tensor:
+        """condition_mask: a Video2World DiT's mask channel (see diffusion.conditioning)."""
         dtype = self.dtype
         x = x.to(dtype)
         sigma = sigma.to(dtype).reshape(-1)
@@ -47,7 +49,8 @@ class EDMDenoiser:
             sigma = sigma.expand(x.shape[0])
         c_skip, c_out, c_in, c_noise = edm_coefficients(sigma, self.sigma_data)
         view = (-1, 1, 1, 1, 1)
-        out = self.net(x * c_in.view(view), c_noise, text.to(dtype), fps=fps)
+        extra = {} if condition_mask is None else {"condition_mask": condition_mask}
+        out = self.net(x * c_in.view(view), c_noise, text.to(dtype), fps=fps, **extra)
         return c_skip.view(view) * x + c_out.view(view) * out
 
 
@@ -97,14 +100,33 @@ def edm_loss(
     fps: Optional[float] = None,
     logvar: Optional[LogVarHead] = None,
     sigma_data: float = SIGMA_DATA,
+    condition_frames: Optional[torch.Tensor] = None,
+    augment_noise: Optional[torch.Tensor] = None,
+    augment_sigma: float = 0.001,
 ) -> torch.Tensor:
     """Mean over elements of w(sigma) * (D(x0 + sigma * noise) - x0)^2 with the EDM weight
     w = (sigma^2 + sigma_data^2) / (sigma * sigma_data)^2; with a log-variance head u, each sample's
-    term becomes w * mse / e^u + u (Kendall et al.)."""
+    term becomes w * mse / e^u + u (Kendall et al.).
+
+    Video2World (`condition_frames` [B], `augment_noise` like x0): each sample's first
+    condition_frames latent frames are given as at sampling (diffusion.conditioning): the network
+    reads them at `augment_sigma` with the mask channel, and its prediction there is replaced by
+    them, so they add zero error (still counted in the mean, as NeMo's loss does)."""
     view = (-1,) + (1,) * (x0.dim() - 1)
     x0 = x0.float()
     xt = x0 + sigma.view(view) * noise
-    x0_pred = EDMDenoiser(net, sigma_data)(xt, sigma, text, fps=fps).float()
+    denoiser = EDMDenoiser(net, sigma_data)
+    if condition_frames is None:
+        x0_pred = denoiser(xt, sigma, text, fps=fps).float()
+    else:
+        from .conditioning import augmented_condition, frame_indicator
+
+        b, _, t, h, w = x0.shape
+        ind = frame_indicator(condition_frames, t, x0.dtype)
+        aug = torch.full((b,), augment_sigma, dtype=x0.dtype, device=x0.device)
+        xt = ind * augmented_condition(x0, augment_noise.float(), sigma, aug, sigma_data) + (1 - ind) * xt
+        x0_pred = denoiser(xt, sigma, text, fps=fps, condition_mask=ind.expand(b, 1, t, h, w)).float()
+        x0_pred = ind * x0 + (1 - ind) * x0_pred
     weight = (sigma**2 + sigma_data**2) / (sigma * sigma_data) ** 2
     loss = weight.view(view) * (x0_pred - x0) ** 2
     if logvar is not None:

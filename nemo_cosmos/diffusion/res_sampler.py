@@ -77,8 +77,12 @@ def res_2ab_sample(
     return denoise(x, sigmas[-1]).to(in_dtype)
 
 
+def seeded_normals(shape, seed: int, device="cpu") -> torch.Tensor:
+    """numpy RandomState(seed) standard normals in C order, float32: the same numbers on every
+    device and GPU architecture, as NVIDIA's pipeline draws them (``arch_invariant_rand``)."""
+    return torch.from_numpy(np.random.RandomState(seed).standard_normal(tuple(shape)).astype(np.float32)).to(device)
+
+
 def initial_noise(shape, seed: int, sigma_max: float = SIGMA_MAX, device="cpu") -> torch.Tensor:
-    """numpy RandomState(seed) standard normals in C order, float32, times sigma_max: the same
-    numbers on every device and GPU architecture, as NVIDIA's pipeline draws them."""
-    noise = np.random.RandomState(seed).standard_normal(tuple(shape)).astype(np.float32)
-    return torch.from_numpy(noise).to(device) * sigma_max
+    """The sampler's starting point: seeded_normals times sigma_max."""
+    return seeded_normals(shape, seed, device) * sigma_max

@@ -2,6 +2,8 @@ from .config import (
     CosmosDiTConfig,
     cosmos_7b_config,
     cosmos_14b_config,
+    cosmos_7b_video2world_config,
+    cosmos_14b_video2world_config,
     tiny_config,
 )
 from .dit import CosmosDiT
@@ -12,6 +14,8 @@ __all__ = [
     "CosmosDiTConfig",
     "cosmos_7b_config",
     "cosmos_14b_config",
+    "cosmos_7b_video2world_config",
+    "cosmos_14b_video2world_config",
     "get_layer_spec",
     "get_local_layer_spec",
     "get_te_layer_spec",

@@ -21,7 +21,11 @@ class CosmosDiTConfig(TransformerConfig):
     """Megatron-Core ``TransformerConfig`` plus the Cosmos DiT's own hyper-parameters."""
 
     in_channels: int = 16
-    """Latent channels of the video tokenizer (the padding-mask channel is added on top)."""
+    """Latent channels of the video tokenizer (the condition-mask and padding-mask channels are added
+    on top)."""
+    condition_mask_channel: bool = False
+    """Video2World: one more input channel after the latent's, the mask of the latent frames given as
+    condition (NVIDIA's VideoExtendGeneralDIT, diffusers' ``in_channels = 16 + 1``)."""
     out_channels: int = 16
     patch_spatial: int = 2
     patch_temporal: int = 1
@@ -86,6 +90,16 @@ def cosmos_14b_config(**overrides) -> CosmosDiTConfig:
     return _cosmos_config(**params)
 
 
+def cosmos_7b_video2world_config(**overrides) -> CosmosDiTConfig:
+    """Cosmos-1.0-Diffusion-7B-Video2World: the 7B Text2World network with the condition-mask channel."""
+    return cosmos_7b_config(**{"condition_mask_channel": True, **overrides})
+
+
+def cosmos_14b_video2world_config(**overrides) -> CosmosDiTConfig:
+    """Cosmos-1.0-Diffusion-14B-Video2World: the 14B Text2World network with the condition-mask channel."""
+    return cosmos_14b_config(**{"condition_mask_channel": True, **overrides})
+
+
 def tiny_config(**overrides) -> CosmosDiTConfig:
     """A few-kilobyte model of the same architecture, for tests and CPU smoke runs."""
     params = dict(
@@ -102,11 +116,33 @@ def tiny_config(**overrides) -> CosmosDiTConfig:
     return _cosmos_config(**params)
 
 
+def with_condition_mask_channel(dit):
+    """A Video2World DiT made from a Text2World one: the same weights, the condition-mask
+    channel's patch-embedding inputs added as zeros (so it starts out computing what the Text2World
+    model does, whatever the mask)."""
+    import math
+
+    from .dit import CosmosDiT
+
+    c = dit.config
+    if c.condition_mask_channel:
+        return dit
+    new = dataclasses.replace(c, condition_mask_channel=True)
+    with torch.device("meta"):
+        out = CosmosDiT(new)
+    sd = dit.state_dict()
+    w = sd["patch_embed.weight"]
+    at = c.in_channels * math.prod(c.patch_size)  # features are channel-major: the mask's come after the latent's
+    sd["patch_embed.weight"] = torch.cat([w[:, :at], w.new_zeros(w.shape[0], math.prod(c.patch_size)), w[:, at:]], 1)
+    out.load_state_dict(sd, assign=True)
+    return out
+
+
 def config_to_dict(config: CosmosDiTConfig) -> dict:
     """The Cosmos-specific and size fields of a config, JSON-serialisable (for sidecars and checkpoints)."""
     keys = [
         "num_layers", "hidden_size", "num_attention_heads", "kv_channels", "ffn_hidden_size",
-        "in_channels", "out_channels", "patch_spatial", "patch_temporal", "crossattn_dim",
+        "in_channels", "condition_mask_channel", "out_channels", "patch_spatial", "patch_temporal", "crossattn_dim",
         "adaln_lora_dim", "adaln_fused", "concat_padding_mask", "max_latent_size", "rope_scale", "base_fps",
         "extra_pos_emb", "rope_in_model_dtype", "layernorm_epsilon",
     ]

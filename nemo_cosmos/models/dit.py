@@ -29,7 +29,8 @@ class CosmosDiT(MegatronModule):
         super().__init__(config)
         d = config.hidden_size
         dtype = config.params_dtype
-        patch_in = (config.in_channels + int(config.concat_padding_mask)) * math.prod(config.patch_size)
+        patch_in = (config.in_channels + int(config.condition_mask_channel) + int(config.concat_padding_mask)
+                    ) * math.prod(config.patch_size)
         self.patch_embed = nn.Linear(patch_in, d, bias=False, dtype=dtype)
         self.rope = RoPE3D(config)
         self.extra_pos_emb = LearnablePosEmb(config).to(dtype) if config.extra_pos_emb else None
@@ -70,9 +71,12 @@ class CosmosDiT(MegatronModule):
         crossattn_emb: torch.Tensor,
         fps: Optional[float] = None,
         padding_mask: Optional[torch.Tensor] = None,
+        condition_mask: Optional[torch.Tensor] = None,
     ) -> torch.Tensor:
         """fps drives RoPE's temporal scale (None: image, positions 0..T-1); padding_mask
-        [B, 1, H_any, W_any] is resized (nearest) to the latent and defaults to zeros, as at inference."""
+        [B, 1, H_any, W_any] is resized (nearest) to the latent and defaults to zeros, as at inference.
+        condition_mask [B, 1, T, H, W] (Video2World models only): 1 on the latent frames given as
+        condition; zeros (nothing given) when left out."""
         self.check_inputs(x, timesteps, crossattn_emb)
         c = self.config
         dtype = self.patch_embed.weight.dtype
@@ -80,6 +84,15 @@ class CosmosDiT(MegatronModule):
         pt, ph, pw = c.patch_size
         grid = (t // pt, h // ph, w // pw)
         x = x.to(dtype)
+        if c.condition_mask_channel:
+            if condition_mask is None:
+                condition_mask = x.new_zeros(b, 1, t, h, w)
+            elif condition_mask.shape[0] not in (1, b) or tuple(condition_mask.shape[1:]) != (1, t, h, w):
+                raise ValueError(f"condition_mask must have shape [{b}, 1, {t}, {h}, {w}]; "
+                                 f"got {list(condition_mask.shape)}")
+            x = torch.cat([x, condition_mask.to(dtype).expand(b, 1, t, h, w)], dim=1)
+        elif condition_mask is not None:
+            raise ValueError("condition_mask is for Video2World models (condition_mask_channel); this one takes none")
         if c.concat_padding_mask:
             if padding_mask is None:
                 mask = x.new_zeros(b, 1, t, h, w)

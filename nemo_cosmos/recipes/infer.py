@@ -1,13 +1,17 @@
-"""Text2World generation from the command line: a thin shell over Text2WorldPipeline.
+"""Text2World and Video2World generation from the command line: a thin shell over
+Text2WorldPipeline and Video2WorldPipeline.
 
     python -m nemo_cosmos.recipes.infer --prompt "A robot arm stacks red cubes on a table."
+    python -m nemo_cosmos.recipes.infer --model Cosmos-1.0-Diffusion-7B-Video2World \
+        --input_image_or_video_path in.mp4 --num_input_frames 9 --prompt "..."
     torchrun --nproc_per_node=8 nemo_cosmos/recipes/infer.py --cp_size 8 --num_devices 8 --prompt "..."
     python -m nemo_cosmos.recipes.infer --batch_input_path prompts.jsonl --video_save_folder out/
 
 Writes an H.264 mp4 (or a GIF, by the file name) and a JSON sidecar (every setting, the final
 prompt, stage timings). Bad input exits with status 2 and a one-line error, before any model is
 loaded, and writes nothing; a prompt or video the guardrails block exits with status 3 and writes
-nothing. In a batch (one JSON object per line: "prompt" and optional per-line settings), a bad or
+nothing. In a batch (one JSON object per line: "prompt", for Video2World "visual_input" (NVIDIA's key)
+or "input_image_or_video_path", and optional per-line settings), a bad or
 blocked line is reported and skipped, the others are written, and the exit status says whether any
 line failed (2, or 3 when only the guardrails refused).
 """
@@ -23,15 +27,16 @@ if not __package__:  # run by path (torchrun nemo_cosmos/recipes/infer.py): make
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
 from nemo_cosmos.errors import BadInputError, BlockedError, CosmosUserError, first_line, shorten  # noqa: E402
-from nemo_cosmos.presets import (AEGIS_ADAPTER, AEGIS_BASE, DEFAULT_MODEL, DEMO_MODEL, MODELS,  # noqa: E402
-                                 SIGLIP, GenerationDefaults)
+from nemo_cosmos.presets import (AEGIS_ADAPTER, AEGIS_BASE, DEFAULT_MODELS, DEMO_MODEL, DEMO_MODELS,  # noqa: E402
+                                 MODELS, NUM_INPUT_FRAMES, SIGLIP, TEXT2WORLD, VIDEO2WORLD, GenerationDefaults)
 from nemo_cosmos.utils import cli  # noqa: E402
 
 log = logging.getLogger("nemo_cosmos")
 PROG = "python -m nemo_cosmos.recipes.infer"
 # per-line settings a batch file may give, and the flag each stands for
 LINE_SETTINGS = ("prompt", "negative_prompt", "subject_name", "guidance", "num_steps", "seed", "fps", "height",
-                 "width", "num_video_frames", "video_save_name")
+                 "width", "num_video_frames", "video_save_name", "input_image_or_video_path", "num_input_frames")
+LINE_ALIASES = {"visual_input": "input_image_or_video_path"}  # NVIDIA's Video2World batch key
 
 
 def _model_default(field: str) -> str:
@@ -45,8 +50,18 @@ def build_parser():
     p = cli.parser(PROG, __doc__, f'{PROG} --prompt "a red circle moving up"', "generation.md")
     p.add_argument("--model", default=None,
                    help=f"one of: {', '.join(MODELS)}. Default: the one a given checkpoint was trained from, else "
-                        f"{DEFAULT_MODEL} when its weights are on this machine, else {DEMO_MODEL}")
+                        f"{DEFAULT_MODELS[TEXT2WORLD]} ({DEFAULT_MODELS[VIDEO2WORLD]} with an input image or video) "
+                        f"when its weights are on this machine, else {DEMO_MODELS[TEXT2WORLD]} "
+                        f"({DEMO_MODELS[VIDEO2WORLD]})")
     p.add_argument("--prompt", help="what the video shows (or give --batch_input_path)")
+    p.add_argument("--input_image_or_video_path", default=None,
+                   help="Video2World: an image (.jpg, .jpeg, .png) or a video whose last --num_input_frames frames "
+                        "the generated video starts with")
+    p.add_argument("--num_input_frames", type=int, default=None, choices=NUM_INPUT_FRAMES,
+                   help="Video2World: how many frames of the input to continue; default 1")
+    p.add_argument("--disable_prompt_upsampler", action="store_true",
+                   help="accepted for NVIDIA's Video2World script; the upsampler is off unless "
+                        "--enable_prompt_upsampler")
     p.add_argument("--negative_prompt", default=None,
                    help='"" for none (zero text embedding). Default: NVIDIA\'s long one for the published models')
     p.add_argument("--subject_name", default="", help='post-trained subject: the prompt becomes "A video of sks '
@@ -123,6 +138,11 @@ def _jobs(args) -> list:
             item = json.loads(line)
             if not isinstance(item, dict) or not isinstance(item.get("prompt"), str):
                 raise ValueError('expected a JSON object with a "prompt" string')
+            for alias, key in LINE_ALIASES.items():
+                if alias in item:
+                    if key in item:
+                        raise ValueError(f'give "{alias}" or "{key}", not both')
+                    item[key] = item.pop(alias)
             unknown = sorted(set(item) - set(LINE_SETTINGS))
             if unknown:
                 raise ValueError(f"unknown key {unknown[0]!r}")
@@ -150,7 +170,10 @@ def _settings(args, item: dict, defaults: GenerationDefaults) -> dict:
         seed=int(pick("seed", "seed", defaults.seed)), fps=pick("fps", "fps", defaults.fps),
         height=int(pick("height", "height", defaults.height)), width=int(pick("width", "width", defaults.width)),
         num_frames=int(pick("num_video_frames", "num_video_frames", defaults.num_frames)),
+        video=pick("input_image_or_video_path", "input_image_or_video_path", None),
+        num_input_frames=int(pick("num_input_frames", "num_input_frames", defaults.num_input_frames)),
     )
+
 
 
 def _output_path(args, n, item: dict, model: str) -> str:

@@ -72,6 +72,9 @@ class DiffusionSection:
     p_std: float = 1.0
     loss_add_logvar: bool = True
     seed: int = 1234
+    max_condition_frames: int = 4
+    """Video2World models: each sample gives its first 1 to this many latent frames (never all) as
+    the condition, drawn per sample (NeMo's num_condition_t = randint(1, 4))."""
 
 
 @dataclass
@@ -151,6 +154,35 @@ def cosmos_diffusion_14b_text2world_lora() -> PostTrainConfig:
     return cfg
 
 
+def cosmos_diffusion_7b_video2world_finetune() -> PostTrainConfig:
+    """As the Text2World 7B, from Cosmos-1.0-Diffusion-7B-Video2World (NVIDIA's NeMo recipe of the same name)."""
+    cfg = cosmos_diffusion_7b_text2world_finetune()
+    cfg.model.name = "Cosmos-1.0-Diffusion-7B-Video2World"
+    cfg.log.name = "cosmos_diffusion_7b_video2world_finetune"
+    return cfg
+
+
+def cosmos_diffusion_14b_video2world_finetune() -> PostTrainConfig:
+    cfg = cosmos_diffusion_14b_text2world_finetune()
+    cfg.model.name = "Cosmos-1.0-Diffusion-14B-Video2World"
+    cfg.log.name = "cosmos_diffusion_14b_video2world_finetune"
+    return cfg
+
+
+def cosmos_diffusion_7b_video2world_lora() -> PostTrainConfig:
+    cfg = cosmos_diffusion_7b_text2world_lora()
+    cfg.model.name = "Cosmos-1.0-Diffusion-7B-Video2World"
+    cfg.log.name = "cosmos_diffusion_7b_video2world_lora"
+    return cfg
+
+
+def cosmos_diffusion_14b_video2world_lora() -> PostTrainConfig:
+    cfg = cosmos_diffusion_7b_text2world_lora()
+    cfg.model.name = "Cosmos-1.0-Diffusion-14B-Video2World"
+    cfg.log.name = "cosmos_diffusion_14b_video2world_lora"
+    return cfg
+
+
 def cosmos_tiny_text2world_finetune() -> PostTrainConfig:
     """A small model of your own on a CPU (set model.init_from to its checkpoint or pipeline folder):
     float32, a larger learning rate, a few steps."""
@@ -176,6 +208,18 @@ def cosmos_demo_text2world_train() -> PostTrainConfig:
     return cfg
 
 
+def cosmos_demo_video2world_train() -> PostTrainConfig:
+    """The built-in Video2World demo model, from the Text2World demo's weights (nemo_cosmos.demo.train
+    --family video2world)."""
+    cfg = cosmos_demo_text2world_train()
+    cfg.model = ModelSection(name="cosmos-demo-video2world", init_from="cosmos-demo", activation_checkpointing=False)
+    cfg.optim.lr = 3e-4
+    cfg.trainer.max_steps = 3000
+    cfg.trainer.checkpoint_every_n_steps = 1500
+    cfg.log.name = "cosmos_demo_video2world_train"
+    return cfg
+
+
 RECIPES = {
     "cosmos_diffusion_7b_text2world_finetune": cosmos_diffusion_7b_text2world_finetune,
     "cosmos_diffusion_14b_text2world_finetune": cosmos_diffusion_14b_text2world_finetune,
@@ -183,6 +227,11 @@ RECIPES = {
     "cosmos_diffusion_14b_text2world_lora": cosmos_diffusion_14b_text2world_lora,
     "cosmos_tiny_text2world_finetune": cosmos_tiny_text2world_finetune,
     "cosmos_demo_text2world_train": cosmos_demo_text2world_train,
+    "cosmos_diffusion_7b_video2world_finetune": cosmos_diffusion_7b_video2world_finetune,
+    "cosmos_diffusion_14b_video2world_finetune": cosmos_diffusion_14b_video2world_finetune,
+    "cosmos_diffusion_7b_video2world_lora": cosmos_diffusion_7b_video2world_lora,
+    "cosmos_diffusion_14b_video2world_lora": cosmos_diffusion_14b_video2world_lora,
+    "cosmos_demo_video2world_train": cosmos_demo_video2world_train,
 }
 
 
@@ -240,6 +289,8 @@ def validate(cfg) -> None:
          f"trainer.save_top_k must be -1 (keep all) or at least 1; got {cfg.trainer.save_top_k}"),
         (0.0 <= cfg.diffusion.text_dropout <= 1.0, f"diffusion.text_dropout must be in [0, 1]; got {cfg.diffusion.text_dropout}"),
         (cfg.diffusion.p_std > 0, f"diffusion.p_std must be positive; got {cfg.diffusion.p_std}"),
+        (cfg.diffusion.max_condition_frames >= 1,
+         f"diffusion.max_condition_frames must be at least 1; got {cfg.diffusion.max_condition_frames}"),
         (cfg.optim.lr > 0, f"optim.lr must be positive; got {cfg.optim.lr}"),
         (cfg.optim.grad_clip >= 0, f"optim.grad_clip must be 0 (off) or positive; got {cfg.optim.grad_clip}"),
         (len(cfg.optim.betas) == 2 and all(0 <= b < 1 for b in cfg.optim.betas),

@@ -26,7 +26,7 @@ from ..checkpoint.nemo_dist import read_nemo_extras
 from ..diffusion import SIGMA_DATA, LogVarHead, edm_loss, training_sigma
 from ..errors import BadInputError
 from ..models import CosmosDiT
-from ..models.config import CosmosDiTConfig
+from ..models.config import CosmosDiTConfig, with_condition_mask_channel
 from ..models.lora import LoraSettings, apply_lora
 from ..parallel import parallelize_dit
 from .data import data_parallel_position
@@ -52,6 +52,7 @@ class CosmosDiffusionModule(pl.LightningModule):
         activation_checkpointing: bool = False,
         activation_offload: bool = False,
         seed: int = 1234,
+        max_condition_frames: int = 4,
         init_from: Optional[str] = None,
         lora: Optional[LoraSettings] = None,
         base_dtype: torch.dtype = torch.float32,
@@ -60,7 +61,9 @@ class CosmosDiffusionModule(pl.LightningModule):
         """`init_from`: base weights (any checkpoint layout load_dit reads); None starts from random
         weights drawn from `seed`. `lora`: train adapters only, on a frozen base held in
         `base_dtype`. `build` False leaves the DiT to ``configure_model`` (a sharded run builds it
-        there, on the meta device, and rank 0 alone reads the base weights)."""
+        there, on the meta device, and rank 0 alone reads the base weights). A Video2World `config`
+        gives each sample's first 1 to `max_condition_frames` latent frames (never all) as the
+        condition; it may start from a Text2World checkpoint (the mask channel's inputs start at zero)."""
         super().__init__()
         self.config = config  # what checkpoints record (and store the weights in)
         # float32 parameters: Lightning's bf16-mixed precision computes in bf16 under autocast while
@@ -71,6 +74,9 @@ class CosmosDiffusionModule(pl.LightningModule):
         self.activation_checkpointing, self.activation_offload = activation_checkpointing, activation_offload
         self.lr, self.weight_decay, self.betas, self.eps = lr, weight_decay, tuple(betas), eps
         self.text_dropout, self.p_mean, self.p_std, self.seed = text_dropout, p_mean, p_std, seed
+        if max_condition_frames < 1:
+            raise BadInputError(f"diffusion.max_condition_frames must be at least 1; got {max_condition_frames}")
+        self.max_condition_frames = max_condition_frames
         self._t_last: Optional[float] = None
         self._cp_size = 1
         if lora is not None:
@@ -99,7 +105,16 @@ class CosmosDiffusionModule(pl.LightningModule):
     def _load_base(self, path: str, dtype: torch.dtype) -> CosmosDiT:
         """The DiT from a checkpoint, and a NeMo checkpoint's trained log-variance head."""
         info = inspect_checkpoint(path)
-        dit = load_dit(info, self.config, dtype=dtype)
+        base_config = self.config
+        if self.config.condition_mask_channel:
+            from ..presets import MODELS
+
+            recorded = info.config or (MODELS[info.model].dit_config() if info.model in MODELS else None)
+            if recorded is not None and not recorded.condition_mask_channel:
+                base_config = None  # a Text2World start for a Video2World run: widened below
+        dit = load_dit(info, base_config, dtype=dtype)
+        if self.config.condition_mask_channel and not dit.config.condition_mask_channel:
+            dit = with_condition_mask_channel(dit)
         c = dit.config
         if (c.num_layers, c.hidden_size) != (self.config.num_layers, self.config.hidden_size):
             raise BadInputError(
@@ -161,26 +176,36 @@ class CosmosDiffusionModule(pl.LightningModule):
         self._cp_size = plan.cp_size
 
     # -- training ------------------------------------------------------------------------------
-    def _draws(self, x0: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(sigma [B], noise like x0, keep-text [B]) for this step's micro-batch. Each sample's draws
-        depend on (seed, its place in the global sample stream) only: a resumed run draws exactly
-        what the interrupted one would have, on any number of processes, and the context-parallel
-        ranks of one sample draw the same."""
+    def _draws(self, x0: torch.Tensor) -> Dict[str, torch.Tensor]:
+        """This step's micro-batch draws: "sigma" [B], "noise" like x0, "keep" (the text) [B]; for
+        Video2World also "frames" (conditioned latent frames) [B] and "augment" (their noise) like
+        x0. Each sample's draws depend on (seed, its place in the global sample stream) only: a
+        resumed run draws exactly what the interrupted one would have, on any number of processes,
+        and the context-parallel ranks of one sample draw the same."""
         rank, size = data_parallel_position(self.trainer)
-        b = x0.shape[0]
+        b, t = x0.shape[0], x0.shape[2]
         first = (self.global_step * size + rank) * b
-        sigma, noise, keep = [], [], []
+        video2world = self.config.condition_mask_channel
+        if video2world and t < 2:
+            raise BadInputError(f"Video2World post-training needs clips of at least 2 latent frames; got {t}")
+        draws = {k: [] for k in ("sigma", "noise", "keep", *(("frames", "augment") if video2world else ()))}
         for j in range(b):
             g = torch.Generator().manual_seed(self.seed * 1_000_003 + first + j)
-            sigma.append(training_sigma(1, g, self.p_mean, self.p_std))
-            noise.append(torch.randn(x0.shape[1:], generator=g))
-            keep.append(torch.rand(1, generator=g) >= self.text_dropout)
-        return torch.cat(sigma), torch.stack(noise), torch.cat(keep)
+            draws["sigma"].append(training_sigma(1, g, self.p_mean, self.p_std))
+            draws["noise"].append(torch.randn(x0.shape[1:], generator=g))
+            draws["keep"].append(torch.rand(1, generator=g) >= self.text_dropout)
+            if video2world:  # NeMo's num_condition_t = randint(1, 4), here also below the clip's length
+                top = min(self.max_condition_frames, t - 1)
+                draws["frames"].append(torch.randint(1, top + 1, (1,), generator=g))
+                draws["augment"].append(torch.randn(x0.shape[1:], generator=g))
+        return {k: torch.cat(v) if v[0].dim() == 1 else torch.stack(v) for k, v in draws.items()}
 
     def training_step(self, batch: Dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         x0, text, fps = batch["x0"], batch["text"], batch["fps"]
         b = x0.shape[0]
-        sigma, noise, keep = (t.to(x0.device) for t in self._draws(x0))
+        draws = {k: v.to(x0.device) for k, v in self._draws(x0).items()}
+        sigma, noise, keep = draws["sigma"], draws["noise"], draws["keep"]
+        frames, augment = draws.get("frames"), draws.get("augment")
         text = text * keep.view(-1, 1, 1).to(text.dtype)  # dropped text is the zero embedding, as at sampling
         logvar = self.logvar
         if logvar is not None and self._cp_size > 1:
@@ -192,7 +217,8 @@ class CosmosDiffusionModule(pl.LightningModule):
         groups = [torch.arange(b)] if bool((fps == fps[0]).all()) else [torch.tensor([i]) for i in range(b)]
         loss = sum(
             edm_loss(self.dit, x0[i], text[i], sigma[i], noise[i], fps=float(fps[i[0]]), logvar=logvar,
-                     sigma_data=SIGMA_DATA) * len(i)
+                     sigma_data=SIGMA_DATA, condition_frames=None if frames is None else frames[i],
+                     augment_noise=None if augment is None else augment[i]) * len(i)
             for i in groups
         ) / b
         self.log("loss", loss, prog_bar=True, on_step=True, batch_size=b, sync_dist=self.trainer.world_size > 1)

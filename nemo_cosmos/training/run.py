@@ -5,6 +5,7 @@ strategy, loggers and checkpoints assembled (``build``) and run (``train``). The
 from __future__ import annotations
 
 import logging
+import dataclasses
 import os
 import time
 from typing import Optional
@@ -206,7 +207,7 @@ def build(cfg):
         eps=cfg.optim.eps, text_dropout=cfg.diffusion.text_dropout, p_mean=cfg.diffusion.p_mean,
         p_std=cfg.diffusion.p_std, loss_add_logvar=cfg.diffusion.loss_add_logvar,
         activation_checkpointing=cfg.model.activation_checkpointing, activation_offload=cfg.model.activation_offload,
-        seed=cfg.diffusion.seed, init_from=base or None,
+        seed=cfg.diffusion.seed, max_condition_frames=cfg.diffusion.max_condition_frames, init_from=base or None,
         lora=lora, base_dtype=torch.bfloat16 if cfg.trainer.precision.startswith("bf16") else torch.float32,
         build=not sharded,
     )
@@ -258,6 +259,11 @@ def _model_config(cfg, resume_from: Optional[str]) -> tuple:
     info = inspect_checkpoint(source) if source else None
     name = cfg.model.name or (info.model if info else None) or (init if init in MODELS else None)
     if info is not None and info.config is not None:
+        wanted = model_preset(name).dit_config().condition_mask_channel if name in MODELS else None
+        if wanted and not info.config.condition_mask_channel:  # a Video2World run from Text2World weights
+            return name, dataclasses.replace(info.config, condition_mask_channel=True)
+        if wanted is False and info.config.condition_mask_channel:
+            raise BadInputError(f"model.name {name} is a Text2World model but {source} holds a Video2World DiT")
         return name, info.config
     if name:
         return name, model_preset(name).dit_config()
