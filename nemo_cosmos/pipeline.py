@@ -589,6 +589,11 @@ def condition_input(video, num_input_frames: int) -> ConditionInput:
 
     from .utils.video_input import read_input_frames
 
+    if isinstance(video, ConditionInput):
+        if len(video.frames) < num_input_frames:
+            raise BadInputError(f"{shorten(video.source)} has {len(video.frames)} frame(s); {num_input_frames} input "
+                                "frames were asked for")
+        return ConditionInput(video.frames[-num_input_frames:], video.source)
     if isinstance(video, (str, os.PathLike)):
         return ConditionInput(read_input_frames(video, num_input_frames), os.fspath(video))
     frames = np.asarray(video)
@@ -600,6 +605,18 @@ def condition_input(video, num_input_frames: int) -> ConditionInput:
     if len(frames) < num_input_frames:
         raise BadInputError(f"the input has {len(frames)} frame(s); {num_input_frames} input frames were asked for")
     return ConditionInput(np.ascontiguousarray(frames[-num_input_frames:]), f"array {list(frames.shape)}")
+
+
+def check_condition(num_input_frames, num_frames: int) -> None:
+    """A Video2World call's input-frame count: one the published models were trained on, and fewer
+    than the video's frames."""
+    from .presets import NUM_INPUT_FRAMES
+
+    if num_input_frames not in NUM_INPUT_FRAMES:
+        raise BadInputError(f"num_input_frames must be one of {', '.join(map(str, NUM_INPUT_FRAMES))}; "
+                            f"got {num_input_frames!r}")
+    if num_input_frames >= num_frames:
+        raise BadInputError(f"{num_input_frames} input frames leave nothing to generate in a {num_frames}-frame video")
 
 
 class Video2WorldPipeline(Text2WorldPipeline):
@@ -677,16 +694,11 @@ class Video2WorldPipeline(Text2WorldPipeline):
         [H, W, 3] or video [T, H, W, 3], or a list of those, one per prompt. Its last
         `num_input_frames` frames (1 or 9; default the model's) are resized straight to the
         generation size and given as the first frames."""
-        from .presets import NUM_INPUT_FRAMES
-
         prompts, s, seeds = self._resolve(prompt, num_videos_per_prompt, output_type, seed, generator, dict(
             negative_prompt=negative_prompt, guidance=guidance, num_steps=num_steps, height=height, width=width,
             num_frames=num_frames, fps=fps, num_input_frames=num_input_frames))
         n = s["num_input_frames"]
-        if n not in NUM_INPUT_FRAMES:
-            raise BadInputError(f"--num_input_frames must be one of {', '.join(map(str, NUM_INPUT_FRAMES))}; got {n}")
-        if n >= s["num_frames"]:
-            raise BadInputError(f"{n} input frames leave nothing to generate in a {s['num_frames']}-frame video")
+        check_condition(n, s["num_frames"])
         if video is None:
             raise BadInputError(f"{self.name} is a Video2World model: give it an image or video to continue "
                                 "(video=, --input_image_or_video_path)")

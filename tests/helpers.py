@@ -31,6 +31,35 @@ def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
     return ((a.double() - b.double()).norm() / b.double().norm()).item()
 
 
+PUBLISHED_SIZES = {
+    "Cosmos-1.0-Diffusion-7B-Text2World": (28, 4096, 68),
+    "Cosmos-1.0-Diffusion-14B-Text2World": (36, 5120, 68),
+    "Cosmos-1.0-Diffusion-7B-Video2World": (28, 4096, 72),
+    "Cosmos-1.0-Diffusion-14B-Video2World": (36, 5120, 72),
+}
+"""(layers, width, patch-embedding inputs) of each published DiT: a Video2World one takes the
+condition mask's (1 x 2 x 2) inputs on top of (16 latent + 1 padding mask) x (1 x 2 x 2)."""
+
+
+def published_state_dict(name: str, **overrides):
+    """(our state dict of the published model `name` on the meta device: shapes only, no memory,
+    its config). `overrides` change the config (e.g. a size no published model has)."""
+    import dataclasses
+
+    from nemo_cosmos.models import CosmosDiT
+    from nemo_cosmos.presets import MODELS
+
+    cfg = dataclasses.replace(MODELS[name].dit_config(), **overrides)
+    with torch.device("meta"):
+        return CosmosDiT(cfg).state_dict(), cfg
+
+
+def stored_as_one_element(tensors):
+    """Each tensor as one zero broadcast to its shape: torch.save stores one element per tensor, and
+    the file still says every shape (a published-size index in a few hundred kilobytes)."""
+    return {k: torch.zeros((), dtype=v.dtype).expand(v.shape) for k, v in tensors.items()}
+
+
 
 def save_tokenizer_files(tok, directory):
     """encoder.jit / decoder.jit / autoencoder.jit / mean_std.pt as the tokenizer repo ships them:

@@ -1,10 +1,12 @@
 """Our Megatron-Core DiT against diffusers' CosmosTransformer3DModel with the same weights."""
 
+import json
+
 import pytest
 import torch
 from helpers import randomize_, rel_err
 
-from nemo_cosmos.checkpoint import from_ours, to_ours
+from nemo_cosmos.checkpoint import from_ours, load_state_dict_checked, to_ours
 from nemo_cosmos.models import CosmosDiT, tiny_config
 
 
@@ -115,3 +117,46 @@ def test_video2world_forward_matches_diffusers(diffusers_cosmos, shape, conditio
         ours(x, c_noise, text, condition_mask=mask[:, :, :1])
     with pytest.raises(ValueError, match="condition_mask is for Video2World models"):
         CosmosDiT(tiny_config())(x, c_noise, torch.randn(b, 6, 32), condition_mask=mask)
+
+
+@pytest.mark.parametrize("video2world", [False, True], ids=["text2world", "video2world"])
+def test_diffusers_checkpoint_folder_loads(diffusers_cosmos, tmp_path, video2world):
+    """A transformer folder as diffusers' save_pretrained writes it (config.json, safetensors weights)
+    loads into our DiT of the same family and computes diffusers' forward; the other family's config
+    is refused; converting back gives the file's tensors."""
+    from safetensors.torch import load_file
+
+    cfg = tiny_config(condition_mask_channel=video2world)
+    theirs = randomize_(_diffusers_model(diffusers_cosmos, cfg))
+    folder = tmp_path / "transformer"
+    theirs.save_pretrained(str(folder))
+    assert json.loads((folder / "config.json").read_text())["in_channels"] == (17 if video2world else 16)
+    written = load_file(str(folder / "diffusion_pytorch_model.safetensors"))
+    assert tuple(written["patch_embed.proj.weight"].shape) == (cfg.hidden_size, 72 if video2world else 68)
+
+    ours = CosmosDiT(cfg).eval()
+    load_state_dict_checked(ours, to_ours(written, cfg, "diffusers"))
+    b, t, h, w = 2, 3, 8, 6
+    x, text = torch.randn(b, 16, t, h, w), torch.randn(b, 5, cfg.crossattn_dim)
+    c_noise = torch.full((b,), 0.25 * torch.log(torch.tensor(2.0)).item())
+    mask = None
+    if video2world:
+        mask = torch.zeros(b, 1, t, h, w)
+        mask[0, :, :1] = 1
+        mask[1, :, :2] = 1  # one and two latent frames given as condition
+    pad = torch.zeros(1, 1, h, w)
+    with torch.no_grad():
+        want = theirs(x, c_noise, text, fps=24, condition_mask=mask, padding_mask=pad, return_dict=False)[0]
+        got = ours(x, c_noise, text, fps=24, condition_mask=mask)
+        assert rel_err(got, want) <= 1e-5
+        if video2world:
+            assert rel_err(ours(x, c_noise, text, fps=24), want) > 1e-3  # the mask's weights are read
+
+    other = tiny_config(condition_mask_channel=not video2world)
+    with pytest.raises(ValueError, match="'patch_embed.weight' has shape"):
+        load_state_dict_checked(CosmosDiT(other), to_ours(written, other, "diffusers"))
+
+    back = from_ours(ours.state_dict(), cfg, "diffusers")
+    assert back.keys() == written.keys()
+    for k, v in written.items():
+        assert torch.equal(back[k], v), k

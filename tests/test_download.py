@@ -15,6 +15,7 @@ from nemo_cosmos.checkpoint import NEMO, save_nemo_checkpoint
 from nemo_cosmos.models import CosmosDiT, tiny_config
 
 M7, M14 = "nvidia/Cosmos-1.0-Diffusion-7B-Text2World", "nvidia/Cosmos-1.0-Diffusion-14B-Text2World"
+V7 = "nvidia/Cosmos-1.0-Diffusion-7B-Video2World"
 TOKEN = "hf_secret"
 
 
@@ -27,6 +28,7 @@ def repos(tmp_path_factory):
     return {
         M7: {**nemo, "model.pt": b"original weights", "README.md": b"7B"},
         M14: {**nemo, "model.pt": b"original weights 14B"},
+        V7: {**nemo, "model.pt": b"original weights 7B Video2World"},
         "nvidia/Cosmos-1.0-Tokenizer-CV8x8x8": {"encoder.jit": b"e", "decoder.jit": b"d", "mean_std.pt": b"m"},
         "google-t5/t5-11b": {"config.json": b"{}", "model.safetensors": big, "tf_model.h5": b"tf"},
         "nvidia/Cosmos-1.0-Prompt-Upsampler-12B-Text2World": {"config.json": b"{}"},
@@ -141,6 +143,18 @@ def test_offline_names_the_repository(hub, tmp_path):
     assert proc.returncode == 2
     assert f"error: {M14}: not in the cache and the Hub cannot be reached" in proc.stderr
     assert hub.file_gets(M14) == []
+
+
+def test_fetches_a_video2world_model_without_the_text_upsampler(hub, repos, tmp_path):
+    """Video2World's prompt upsampler (Pixtral-12B) is not supported, so the Text2World one is not
+    fetched for it; its DiT, the tokenizer, T5 and the guardrails are."""
+    proc = run(hub, tmp_path, "--model", "Cosmos-1.0-Diffusion-7B-Video2World", "--format", "original")
+    assert proc.returncode == 0, proc.stderr
+    assert hub.file_gets(V7) == ["model.pt"] and hub.file_gets(M7) == []
+    assert hub.file_gets("nvidia/Cosmos-1.0-Prompt-Upsampler-12B-Text2World") == []
+    assert (snapshot(tmp_path, V7) / "model.pt").read_bytes() == repos[V7]["model.pt"]
+    for repo in ("nvidia/Cosmos-1.0-Tokenizer-CV8x8x8", "google-t5/t5-11b", "nvidia/Cosmos-1.0-Guardrail"):
+        assert hub.file_gets(repo), repo
 
 
 def test_unknown_model_is_refused(hub, tmp_path):

@@ -55,3 +55,29 @@ def test_module_entry_point_lists_and_runs_the_commands(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "nemo_cosmos", "download", "--help"], capture_output=True, text=True,
                           env=_env(tmp_path))
     assert proc.returncode == 0 and "--skip_upsampler" in proc.stdout
+
+
+@pytest.mark.skipif(not demo.video2world_available(), reason="Video2World demo weights not shipped")
+def test_video2world_example_and_readme_lines(tmp_path):
+    import numpy as np
+
+    from nemo_cosmos.demo.world import object_centroids
+
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "examples", "video2world.py")], cwd=tmp_path,
+                          env=_env(tmp_path), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    start, more = iio.imread(tmp_path / "start.mp4"), iio.imread(tmp_path / "continued.mp4")
+    assert analyse(more[9:]) == ("red", "circle", "up")
+    # the continuation starts where the first clip ends (its first frames are that clip's last ones,
+    # through the tokenizer and the mp4 encoder), then keeps moving up
+    a, b = object_centroids(start[-9:]), object_centroids(more[:9])
+    assert np.abs(a - b).max() < 1.5, (a, b)
+    assert object_centroids(more)[-1, 1] < b[-1, 1] - 3
+    # the README's Video2World lines, on that clip
+    readme = open(os.path.join(ROOT, "README.md"), encoding="utf-8").read()
+    code = re.search(r"```python\n(from nemo_cosmos import Video2WorldPipeline\n.*?)```", readme, re.S).group(1)
+    (tmp_path / "clip.mp4").write_bytes((tmp_path / "start.mp4").read_bytes())
+    proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=_env(tmp_path), capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert analyse(iio.imread(tmp_path / "more.mp4")[9:]) == ("red", "circle", "up")

@@ -10,9 +10,11 @@ import pytest
 import torch
 import torch.distributed as dist
 from distributed import run_ranks
-from helpers import randomize_
+from helpers import PUBLISHED_SIZES, published_state_dict, randomize_
 
+from nemo_cosmos.checkpoint import NEMO, inspect_checkpoint, load_dit
 from nemo_cosmos.checkpoint import nemo_dist as nd
+from nemo_cosmos.checkpoint.loading import resolve_config
 from nemo_cosmos.models import CosmosDiT
 from nemo_cosmos.models.config import tiny_config
 
@@ -127,6 +129,93 @@ def test_tensor_parallel_nemo_checkpoint_loads_exactly(tmp_path):
         assert_same(loaded, sd)
     model = CosmosDiT(cfg)
     model.load_state_dict(loaded, strict=True)
+
+
+@pytest.mark.parametrize("video2world", [False, True], ids=["text2world", "video2world"])
+def test_checkpoint_loads_as_its_family(tmp_path, video2world):
+    """Our save records its config: load_dit builds the family it holds, whatever the caller assumes.
+    NeMo's own layout (layer slices, Transformer Engine extra state, no config) loads with the
+    caller's config, and the other family's config is refused. Both compute the source's forward."""
+    cfg = tiny_config(condition_mask_channel=video2world)
+    other = tiny_config(condition_mask_channel=not video2world)
+    source = randomize_(CosmosDiT(cfg)).eval()
+    sd = source.state_dict()
+    ours = str(tmp_path / "ours")
+    nd.save_nemo_checkpoint(sd, cfg, ours)
+    theirs = tmp_path / "nemo" / "weights"
+    with nd._process_group(), nd._writer_results_queue():
+        write_like_nemo(0, 1, nd.to_nemo(sd, cfg), str(theirs))
+    for path in (ours, str(theirs)):
+        embed = nd.nemo_tensor_shapes(path)[nd.PREFIX + "x_embedder.proj.1.weight"]
+        assert embed == (cfg.hidden_size, 72 if video2world else 68)
+
+    loaded = {"ours": load_dit(ours), "ours, other config given": load_dit(ours, other),
+              "NeMo's": load_dit(str(theirs.parent), cfg)}
+    x, t, text = torch.randn(2, 16, 3, 4, 6), torch.tensor([0.2, 1.5]), torch.randn(2, 5, cfg.crossattn_dim)
+    mask = None
+    if video2world:
+        mask = torch.zeros(2, 1, 3, 4, 6)
+        mask[:, :, :2] = 1
+    with torch.no_grad():
+        want = source(x, t, text, fps=24, condition_mask=mask)
+        for what, dit in loaded.items():
+            assert dit.config.condition_mask_channel is video2world, what
+            assert_same(dit.state_dict(), sd)
+            assert torch.equal(dit.eval()(x, t, text, fps=24, condition_mask=mask), want), what
+        if video2world:
+            assert not torch.allclose(loaded["NeMo's"](x, t, text, fps=24), want, atol=1e-3)
+
+    have, expect = (72, 68) if video2world else (68, 72)
+    refused = rf"x_embedder.proj.1.weight' has shape \[64, {have}\] .* expects \[64, {expect}\]"
+    with pytest.raises(ValueError, match=refused):
+        load_dit(str(theirs.parent), other)
+
+
+def write_index_only(tensors, weights_dir):
+    """A torch_dist folder's metadata.json and the index (``.metadata``) that DCP's own planner makes
+    for `tensors` (meta tensors may stand in: only their shapes go in), without shard files."""
+    import json
+
+    from torch.distributed.checkpoint.default_planner import DefaultSavePlanner
+
+    planner = DefaultSavePlanner()
+    planner.set_up_planner(dict(tensors), is_coordinator=True)
+    _, metadata = planner.create_global_plan([planner.create_local_plan()])
+    metadata.storage_data = {}  # where each item lies in the shards: no shards here
+    os.makedirs(weights_dir)
+    with open(os.path.join(weights_dir, ".metadata"), "wb") as f:
+        pickle.dump(metadata, f)
+    with open(os.path.join(weights_dir, "metadata.json"), "w") as f:
+        json.dump({"sharded_backend": "torch_dist", "sharded_backend_version": 1, "common_backend": "torch",
+                   "common_backend_version": 1}, f)
+
+
+@pytest.mark.parametrize("name", sorted(PUBLISHED_SIZES))
+def test_published_nemo_checkpoint_is_matched_to_its_model_by_shapes(tmp_path, name):
+    """NeMo's checkpoints of the published models record no config of ours: the shapes in the index
+    pick the model, Video2World (its wider patch embedding) apart from its Text2World twin."""
+    layers, width, patch_in = PUBLISHED_SIZES[name]
+    sd, cfg = published_state_dict(name)
+    write_index_only(nd.to_nemo(sd, cfg), str(tmp_path / "nemo"))
+    shapes = nd.nemo_tensor_shapes(str(tmp_path / "nemo"))
+    assert shapes[nd.PREFIX + "x_embedder.proj.1.weight"] == (width, patch_in)
+    assert shapes[nd.LAYERS + "full_self_attention.linear_proj.weight"] == (layers, width, width)
+
+    info = inspect_checkpoint(str(tmp_path))  # a Hub snapshot, the checkpoint in its nemo/
+    assert (info.kind, info.path, info.config, info.model) == (NEMO, str(tmp_path / "nemo"), None, name)
+    found = resolve_config(info, None)
+    assert (found.num_layers, found.hidden_size) == (layers, width)
+    assert found.condition_mask_channel is name.endswith("Video2World")
+
+
+def test_nemo_checkpoint_of_no_published_size_needs_a_model_name(tmp_path):
+    sd, cfg = published_state_dict("Cosmos-1.0-Diffusion-14B-Video2World", in_channels=17)
+    write_index_only(nd.to_nemo(sd, cfg), str(tmp_path / "weights"))
+    assert nd.nemo_tensor_shapes(str(tmp_path))[nd.PREFIX + "x_embedder.proj.1.weight"] == (5120, 76)
+    info = inspect_checkpoint(str(tmp_path))
+    assert info.model is None
+    with pytest.raises(ValueError, match="does not say which model it holds"):
+        resolve_config(info, None)
 
 
 def test_nemo_trained_adaln_is_loaded_fused(tmp_path):

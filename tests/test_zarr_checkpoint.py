@@ -17,9 +17,11 @@ import numpy as np
 import pytest
 import torch
 import zarr
-from helpers import randomize_
+from helpers import PUBLISHED_SIZES, published_state_dict, randomize_
 
+from nemo_cosmos.checkpoint import inspect_checkpoint, load_dit
 from nemo_cosmos.checkpoint import nemo_dist as nd
+from nemo_cosmos.checkpoint.loading import resolve_config
 from nemo_cosmos.checkpoint.locate import NEMO, experiment_checkpoints, find_dit_checkpoint
 from nemo_cosmos.models import CosmosDiT
 from nemo_cosmos.models.config import tiny_config
@@ -59,13 +61,19 @@ def write_zarr_array(path, t, grid):
     """One global tensor as Megatron's zarr strategy wrote it: an uncompressed zarr v2 array whose
     chunk is one shard (global shape / shard grid), each shard written into its slice; bf16 as its
     2-byte words, the .zarray dtype then rewritten to "bfloat16". The .zarray holds the fields
-    zarr-python 2 wrote (no dimension_separator: its default, ".")."""
+    zarr-python 2 wrote (no dimension_separator: its default, "."). A meta tensor gives the .zarray
+    alone (its shape, no chunk files)."""
     chunks = [s // g for s, g in zip(t.shape, grid)]
     bf16 = t.dtype == torch.bfloat16
-    data = t.float().numpy().astype(ml_dtypes.bfloat16).view("<u2") if bf16 else t.numpy()
-    arr = zarr.create_array(store=str(path), shape=t.shape, chunks=chunks, dtype=data.dtype, compressors=None,
+    if t.is_meta:
+        data = None
+        dtype = np.dtype("<u2") if bf16 else torch.empty((), dtype=t.dtype).numpy().dtype
+    else:
+        data = t.float().numpy().astype(ml_dtypes.bfloat16).view("<u2") if bf16 else t.numpy()
+        dtype = data.dtype
+    arr = zarr.create_array(store=str(path), shape=t.shape, chunks=chunks, dtype=dtype, compressors=None,
                             filters=None, fill_value=None, zarr_format=2, config={"write_empty_chunks": True})
-    for index in itertools.product(*(range(g) for g in grid)):
+    for index in itertools.product(*(range(g) for g in grid)) if data is not None else ():
         shard = tuple(slice(i * c, (i + 1) * c) for i, c in zip(index, chunks))
         arr[shard] = data[shard]
     meta = json.loads((path / ".zarray").read_text())
@@ -111,8 +119,9 @@ def assert_same(a, b):
 
 @pytest.mark.parametrize("tp", [1, 2])
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
-def test_zarr_checkpoint_loads_exactly(tmp_path, dtype, tp):
-    cfg = tiny_config()
+@pytest.mark.parametrize("video2world", [False, True], ids=["text2world", "video2world"])
+def test_zarr_checkpoint_loads_exactly(tmp_path, video2world, dtype, tp):
+    cfg = tiny_config(condition_mask_channel=video2world)
     sd, tensors = nemo_tensors(cfg, dtype)
     weights = tmp_path / "ckpt" / "weights"
     write_zarr_checkpoint(tensors, weights, tp)
@@ -130,6 +139,59 @@ def test_zarr_checkpoint_loads_exactly(tmp_path, dtype, tp):
         assert_same(nd.read_nemo_extras(str(path)),
                     {k: tensors[nd.PREFIX + k] for k in nd._NEMO_ONLY})
     CosmosDiT(cfg).load_state_dict(loaded, strict=True)
+
+
+@pytest.mark.parametrize("video2world", [False, True], ids=["text2world", "video2world"])
+def test_zarr_checkpoint_computes_the_source_models_forward(tmp_path, video2world):
+    """A zarr checkpoint (bf16, tensor-parallel 2) through load_dit: the source's weights and forward,
+    the condition mask included; the other family's config is refused, naming the tensor."""
+    cfg = tiny_config(condition_mask_channel=video2world)
+    source = randomize_(CosmosDiT(cfg)).to(torch.bfloat16).float().eval()  # values bf16 holds exactly
+    write_zarr_checkpoint(nd.to_nemo({k: v.to(torch.bfloat16) for k, v in source.state_dict().items()}, cfg),
+                          tmp_path / "ckpt" / "weights", tp=2)
+    embed = tmp_path / "ckpt" / "weights" / (nd.PREFIX + "x_embedder.proj.1.weight") / ".zarray"
+    assert json.loads(embed.read_text())["shape"] == [cfg.hidden_size, 72 if video2world else 68]
+
+    dit = load_dit(str(tmp_path / "ckpt"), cfg, dtype=torch.float32).eval()
+    assert dit.config.condition_mask_channel is video2world
+    assert_same(dit.state_dict(), source.state_dict())
+    x, t, text = torch.randn(2, 16, 3, 4, 6), torch.tensor([0.2, 1.5]), torch.randn(2, 5, cfg.crossattn_dim)
+    mask = None
+    if video2world:
+        mask = torch.zeros(2, 1, 3, 4, 6)
+        mask[0, :, :1] = 1
+        mask[1, :, :2] = 1
+    with torch.no_grad():
+        want = source(x, t, text, fps=24, condition_mask=mask)
+        assert torch.equal(dit(x, t, text, fps=24, condition_mask=mask), want)
+        if video2world:
+            assert not torch.allclose(dit(x, t, text, fps=24), want, atol=1e-3)
+
+    have, expect = (72, 68) if video2world else (68, 72)
+    refused = rf"x_embedder.proj.1.weight' has shape \[64, {have}\] .* expects \[64, {expect}\]"
+    with pytest.raises(ValueError, match=refused):
+        load_dit(str(tmp_path / "ckpt"), tiny_config(condition_mask_channel=not video2world))
+
+
+@pytest.mark.parametrize("name", sorted(PUBLISHED_SIZES))
+def test_published_size_zarr_checkpoint_is_matched_to_its_model(tmp_path, name):
+    """A NeMo zarr checkpoint records no config of ours: the shapes in its .zarray files pick the
+    published model, Video2World apart from its Text2World twin. (Each array here is its .zarray
+    alone: the shapes are all a match reads.)"""
+    layers, width, patch_in = PUBLISHED_SIZES[name]
+    sd, cfg = published_state_dict(name)
+    weights = tmp_path / "run" / "checkpoints" / "epoch=0-step=9" / "weights"
+    write_zarr_checkpoint(nd.to_nemo(sd, cfg), weights, tp=2)
+    assert json.loads((weights / (nd.PREFIX + "x_embedder.proj.1.weight") / ".zarray").read_text())["shape"] == [
+        width, patch_in]
+    assert json.loads((weights / QKV / ".zarray").read_text())["shape"] == [layers, 3 * width, width]
+    assert not [f for f in os.listdir(weights / QKV) if not f.startswith(".")]  # no chunk files
+
+    info = inspect_checkpoint(str(tmp_path / "run"))
+    assert (info.kind, info.path, info.config, info.model) == (NEMO, str(weights), None, name)
+    found = resolve_config(info, None)
+    assert (found.num_layers, found.hidden_size) == (layers, width)
+    assert found.condition_mask_channel is name.endswith("Video2World")
 
 
 def test_nemo_trained_fused_adaln_loads_fused(tmp_path):

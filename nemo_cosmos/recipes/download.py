@@ -21,7 +21,7 @@ if not __package__:  # run by path: make the package importable
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
 from nemo_cosmos.errors import BadInputError  # noqa: E402
-from nemo_cosmos.presets import MODELS, UPSAMPLER_ITEM, HubItem, guardrail_items  # noqa: E402
+from nemo_cosmos.presets import MODELS, TEXT2WORLD, UPSAMPLER_ITEM, HubItem, guardrail_items  # noqa: E402
 from nemo_cosmos.utils import cli  # noqa: E402
 
 PROG = "python -m nemo_cosmos.recipes.download"
@@ -35,7 +35,7 @@ def plan(models: List[str], dit_format: str = "nemo", upsampler: bool = True, gu
         if name not in PUBLISHED:
             raise BadInputError(f"no published weights for {name!r}; expected one of: {', '.join(PUBLISHED)}")
         items += MODELS[name].downloads(dit_format)
-    if upsampler:
+    if upsampler and any(MODELS[name].family == TEXT2WORLD for name in models):  # Video2World's is not supported
         items.append(UPSAMPLER_ITEM)
     if guardrail:
         items += guardrail_items()

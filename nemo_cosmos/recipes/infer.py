@@ -185,6 +185,25 @@ def _output_path(args, n, item: dict, model: str) -> str:
     return os.path.join(args.video_save_folder, name if os.path.splitext(name)[1] else name + ".mp4")
 
 
+def _condition(s: dict, src, video2world: bool) -> None:
+    """Video2World: the input's frames read now (a bad file fails before any model loads);
+    Text2World: no input allowed."""
+    from nemo_cosmos.pipeline import check_condition, condition_input
+
+    video, n = s.pop("video"), s.pop("num_input_frames")
+    if not video2world:
+        if video is not None:
+            raise BadInputError(f"{src.name} is a Text2World model: it cannot continue an image or video; give a "
+                                f"Video2World model (--model {DEFAULT_MODELS[VIDEO2WORLD]} or "
+                                f"{DEMO_MODELS[VIDEO2WORLD]})")
+        return
+    if video is None:
+        raise BadInputError(f"{src.name} is a Video2World model: give --input_image_or_video_path (an image or a "
+                            "video to continue)")
+    check_condition(n, s["num_frames"])
+    s["video"], s["num_input_frames"] = condition_input(video, n), n
+
+
 def _check_flags(args) -> None:
     """What needs no model: process counts, device, FP8, output places."""
     from nemo_cosmos.parallel import world_size_from_env
@@ -207,7 +226,7 @@ def _check_flags(args) -> None:
 def run(args) -> int:
     import torch
 
-    from nemo_cosmos.pipeline import Text2WorldPipeline, check_settings, resolve_device
+    from nemo_cosmos.pipeline import VIDEO2WORLD_UPSAMPLER, Text2WorldPipeline, check_settings, resolve_device
     from nemo_cosmos.parallel import context_parallel_group, init_distributed, is_main
     from nemo_cosmos.sources import default_model, resolve_source
     from nemo_cosmos.utils.io import check_writable, recover, video_suffix
@@ -228,11 +247,16 @@ def run(args) -> int:
             if base is None:
                 raise BadInputError(f"{lora} does not say which model it adapts: give --model or --nemo_checkpoint")
             model, checkpoint = (base, "") if base in MODELS else (None, base)
+    given_input = args.input_image_or_video_path is not None or any(
+        item and "input_image_or_video_path" in item for _, item in jobs)
     if not checkpoint and model is None:
-        model = default_model()
+        model = default_model(VIDEO2WORLD if given_input else TEXT2WORLD)
     src = resolve_source(checkpoint or model, model=model if checkpoint else None,
                          tokenizer=args.tokenizer_dir or None, text_encoder=args.t5_path or None)
     dit_cfg, tok_cfg = src.dit_config(), src.tokenizer_config()
+    video2world = src.family == VIDEO2WORLD
+    if video2world and args.enable_prompt_upsampler:
+        raise BadInputError(VIDEO2WORLD_UPSAMPLER)
 
     # every generation's settings and output, checked before any model is loaded
     planned, failures = [], []
@@ -249,6 +273,7 @@ def run(args) -> int:
             check_writable(out, "--video_save_path" if n is None else f"line {n}: output")
             if not s["prompt"].strip():
                 raise BadInputError("the prompt is empty")
+            _condition(s, src, video2world)
         except (CosmosUserError, TypeError, ValueError) as e:
             if n is None:
                 raise

@@ -112,10 +112,27 @@ class CosmosDiffusionModule(pl.LightningModule):
             recorded = info.config or (MODELS[info.model].dit_config() if info.model in MODELS else None)
             if recorded is not None and not recorded.condition_mask_channel:
                 base_config = None  # a Text2World start for a Video2World run: widened below
+            elif recorded is None:  # the checkpoint does not say: its weights may be Text2World's too
+                try:
+                    return self._load_base_as(info, base_config, dtype)
+                except BadInputError as e:
+                    try:
+                        return self._load_base_as(info, dataclasses.replace(base_config, condition_mask_channel=False),
+                                                  dtype)
+                    except BadInputError:
+                        raise e from None
+        return self._load_base_as(info, base_config, dtype)
+
+    def _load_base_as(self, info, base_config: Optional[CosmosDiTConfig], dtype: torch.dtype) -> CosmosDiT:
         dit = load_dit(info, base_config, dtype=dtype)
         if self.config.condition_mask_channel and not dit.config.condition_mask_channel:
+            if self.lora is not None:  # LoRA freezes the patch embedding: the mask would stay unread
+                raise BadInputError(f"{info.path} holds a Text2World DiT: a Video2World LoRA run needs a "
+                                    "Video2World base (full fine-tuning can start from Text2World weights)")
             dit = with_condition_mask_channel(dit)
         c = dit.config
+        if c.condition_mask_channel and not self.config.condition_mask_channel:
+            raise BadInputError(f"{info.path} holds a Video2World DiT; this run's model is Text2World")
         if (c.num_layers, c.hidden_size) != (self.config.num_layers, self.config.hidden_size):
             raise BadInputError(
                 f"{info.path} holds a {c.num_layers}-layer, width-{c.hidden_size} DiT; this run's model is "

@@ -190,6 +190,10 @@ def build(cfg):
         log.info("resuming from %s", resume_from)
         _remove_unfinished(root)
     name, dit_config = _model_config(cfg, resume_from)
+    frames = datamodule.dataset[0]["x0"].shape[1]
+    if dit_config.condition_mask_channel and frames < 2:
+        raise BadInputError(f"Video2World post-training needs clips of at least 2 latent frames (9 or more video "
+                            f"frames); the clips in {cfg.data.path} have {frames}")
     tokens = _tokens(datamodule, dit_config)
     check_split(dit_config.num_attention_heads, tokens, cfg.trainer.context_parallel_size,
                 "trainer.context_parallel_size", "a training sample")
@@ -258,6 +262,12 @@ def _model_config(cfg, resume_from: Optional[str]) -> tuple:
     source = resume_from if resume_from and not cfg.lora.enabled else (init if init not in ("", "none", *MODELS) else None)
     info = inspect_checkpoint(source) if source else None
     name = cfg.model.name or (info.model if info else None) or (init if init in MODELS else None)
+    if info is None and init in MODELS and name in MODELS and init != name:
+        # base weights named by model: what that model is, from its preset
+        if (model_preset(init).dit_config().condition_mask_channel
+                and not model_preset(name).dit_config().condition_mask_channel):
+            raise BadInputError(f"model.name {name} is a Text2World model but model.init_from {init} is a "
+                                "Video2World model")
     if info is not None and info.config is not None:
         wanted = model_preset(name).dit_config().condition_mask_channel if name in MODELS else None
         if wanted and not info.config.condition_mask_channel:  # a Video2World run from Text2World weights
