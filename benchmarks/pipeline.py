@@ -85,6 +85,18 @@ def run(offload: bool, steps: int) -> dict:
     return res
 
 
+def models_on_gpu(dit_config):
+    """The DiT (bf16), the tokenizer (bf16, identity latent statistics) and T5-11B, random, on the GPU."""
+    with torch.device("meta"):
+        dit = CosmosDiT(dit_config)
+        tok = CV8x8x8Tokenizer(TokenizerConfig())
+    dit = on_gpu_then(dit, torch.bfloat16, "cuda")
+    tok = on_gpu_then(tok, torch.bfloat16, "cuda")
+    tok.latent_std.fill_(1.0)
+    tok.latent_mean.zero_()
+    return dit, tok, t5_11b("cuda")
+
+
 def psnr(a, b) -> float:
     mse = ((a.astype("float64") - b.astype("float64")) ** 2).mean()
     return float("inf") if mse == 0 else float(10 * __import__("math").log10(255.0**2 / mse))
@@ -95,14 +107,7 @@ def variants(steps: int) -> dict:
     guidance, FP8 (PSNR of its frames against the bf16 ones), then T5 and tokenizer offloaded."""
     from nemo_cosmos.models.fp8 import apply_fp8
 
-    with torch.device("meta"):
-        dit = CosmosDiT(cosmos_7b_config())
-        tok = CV8x8x8Tokenizer(TokenizerConfig())
-    dit = on_gpu_then(dit, torch.bfloat16, "cuda")
-    tok = on_gpu_then(tok, torch.bfloat16, "cuda")
-    tok.latent_std.fill_(1.0)
-    tok.latent_mean.zero_()
-    t5 = t5_11b("cuda")
+    dit, tok, t5 = models_on_gpu(cosmos_7b_config())
     for layer in dit.layers:
         layer.compile()
     pipe = Text2WorldPipeline(dit, tok, t5, device="cuda", guardrails=False)
@@ -147,14 +152,7 @@ def video2world(steps: int, fp8: bool, compile_: bool) -> dict:
     704 x 1280; NVIDIA's negative prompt, so two DiT passes per x0 evaluation), stage by stage."""
     import numpy as np
 
-    with torch.device("meta"):
-        dit = CosmosDiT(cosmos_7b_video2world_config())
-        tok = CV8x8x8Tokenizer(TokenizerConfig())
-    dit = on_gpu_then(dit, torch.bfloat16, "cuda")
-    tok = on_gpu_then(tok, torch.bfloat16, "cuda")
-    tok.latent_std.fill_(1.0)
-    tok.latent_mean.zero_()
-    t5 = t5_11b("cuda")
+    dit, tok, t5 = models_on_gpu(cosmos_7b_video2world_config())
     pipe = Video2WorldPipeline(dit, tok, t5, device="cuda", guardrails=False, fp8=fp8, compile=compile_)
     yy, xx = np.mgrid[0:720, 0:1280]
     clip = np.stack([np.stack([(xx + 8 * t) % 256, yy % 256, (xx + yy) % 256], -1) for t in range(12)]).astype(np.uint8)

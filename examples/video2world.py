@@ -15,4 +15,4 @@ pipe = Video2WorldPipeline.from_pretrained("cosmos-demo-video2world")
 # a path works as well: video="start.mp4"; the last num_input_frames frames are the condition
 more = pipe(prompt, video=start.frames, num_input_frames=9, seed=3)[0]
 more.save("continued.mp4")
-print(f"continued.mp4: {len(more.frames)} frames, the first 9 being the last 9 of start.mp4")
+print(f"continued.mp4: {len(more.frames)} frames; the first 9 are the tokenizer's reconstruction of start.mp4's last 9")

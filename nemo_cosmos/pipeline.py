@@ -1,9 +1,11 @@
-"""Text2World generation: prompt -> guardrails (and the optional upsampler) -> T5 -> RES sampling of
-the DiT with guidance -> tokenizer decode -> video guardrail.
+"""Text2World and Video2World generation: prompt -> guardrails (and the optional upsampler) -> T5
+-> (Video2World: the input frames encoded) -> RES sampling of the DiT with guidance -> tokenizer
+decode -> video guardrail.
 
-    from nemo_cosmos import Text2WorldPipeline
+    from nemo_cosmos import Text2WorldPipeline, Video2WorldPipeline
     pipe = Text2WorldPipeline.from_pretrained("cosmos-demo")
     pipe("a red circle moving up")[0].save("circle.mp4")
+    Video2WorldPipeline.from_pretrained("cosmos-demo-video2world")("a red circle moving up", video="circle.mp4")
 
 Follows NVIDIA's Cosmos-1.0 pipeline step for step (docs/generation.md lists the details): the prompt
 and the negative prompt are encoded separately, the noise is numpy's RandomState(seed), guidance
@@ -673,8 +675,6 @@ class Video2WorldPipeline(Text2WorldPipeline):
     def __call__(
         self,
         prompt: Union[str, Sequence[str]],
-        video=None,
-        num_input_frames: Optional[int] = None,
         negative_prompt: Optional[str] = None,
         guidance: Optional[float] = None,
         num_steps: Optional[int] = None,
@@ -689,10 +689,14 @@ class Video2WorldPipeline(Text2WorldPipeline):
         output_type: str = "np",
         callback_on_step_end: Optional[Callable] = None,
         progress: bool = True,
+        *,
+        video=None,
+        num_input_frames: Optional[int] = None,
     ) -> List[Generation]:
-        """As Text2WorldPipeline.__call__, continuing `video`: an image or video file, a uint8 image
-        [H, W, 3] or video [T, H, W, 3], or a list of those, one per prompt. Its last
-        `num_input_frames` frames (1 or 9; default the model's) are resized straight to the
+        """As Text2WorldPipeline.__call__ (the same arguments in the same order), continuing `video`
+        (keyword only): an image or video file, a uint8 RGB image [H, W, 3] or video [T, H, W, 3],
+        or a list of those, one per prompt (not a list of frames: stack them into one array). Its
+        last `num_input_frames` frames (1 or 9; default the model's) are resized straight to the
         generation size and given as the first frames."""
         prompts, s, seeds = self._resolve(prompt, num_videos_per_prompt, output_type, seed, generator, dict(
             negative_prompt=negative_prompt, guidance=guidance, num_steps=num_steps, height=height, width=width,
@@ -705,11 +709,26 @@ class Video2WorldPipeline(Text2WorldPipeline):
         many = isinstance(video, (list, tuple))
         videos = list(video) if many else [video] * len(prompts)
         if len(videos) != len(prompts):
-            raise BadInputError(f"{len(videos)} input videos for {len(prompts)} prompts")
-        inputs = [condition_input(v, n) for v in videos] if self.is_main else [
-            ConditionInput(np.zeros((n, 1, 1, 3), np.uint8), "") for _ in videos]
+            raise BadInputError(f"{len(videos)} input videos for {len(prompts)} prompts (give one per prompt; "
+                                "the frames of one video as one [T, H, W, 3] array)")
         return self._generate(prompts, num_videos_per_prompt, s, seeds, generator, subject_name, output_type,
-                              callback_on_step_end, progress, inputs)
+                              callback_on_step_end, progress, self._read_inputs(videos, n))
+
+    def _read_inputs(self, videos: list, n: int) -> List[ConditionInput]:
+        """Every prompt's input frames, read by the first rank only; under context parallelism a
+        bad input fails every rank at once (they would otherwise wait for the first in a broadcast)."""
+        if self.group is None:
+            return [condition_input(v, n) for v in videos]
+        from .parallel.distributed import on_rank0
+
+        read = {}
+
+        def first_rank():
+            read["inputs"] = [condition_input(v, n) for v in videos]
+            return True
+
+        on_rank0(first_rank)
+        return read.get("inputs") or [ConditionInput(np.zeros((n, 1, 1, 3), np.uint8), "") for _ in videos]
 
 
 VIDEO2WORLD_UPSAMPLER = ("the Video2World prompt upsampler (Pixtral-12B, a vision-language model) is not supported: "

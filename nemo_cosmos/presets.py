@@ -156,6 +156,7 @@ class ModelPreset:
 
 DEMO_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "demo", "assets")
 DEMO_V2W_DIR = os.path.join(DEMO_DIR, "video2world")
+DEMO_V2W_MODEL = "cosmos-demo-video2world"
 
 MODELS: Dict[str, ModelPreset] = {
     p.name: p
@@ -173,14 +174,14 @@ MODELS: Dict[str, ModelPreset] = {
         # Trained by our own recipes on a synthetic world of moving coloured shapes (docs/demo.md).
         ModelPreset("cosmos-demo", tokenizer_repo=None, text_encoder="", builtin_dir=DEMO_DIR,
                     closed_vocabulary="nemo_cosmos.demo.world:check_prompt"),
-        ModelPreset("cosmos-demo-video2world", VIDEO2WORLD, tokenizer_repo=None, text_encoder="",
+        ModelPreset(DEMO_V2W_MODEL, VIDEO2WORLD, tokenizer_repo=None, text_encoder="",
                     builtin_dir=DEMO_V2W_DIR, closed_vocabulary="nemo_cosmos.demo.world:check_prompt"),
     )
 }
 DEFAULT_MODEL = "Cosmos-1.0-Diffusion-7B-Text2World"
 DEMO_MODEL = "cosmos-demo"
 DEFAULT_MODELS = {TEXT2WORLD: DEFAULT_MODEL, VIDEO2WORLD: "Cosmos-1.0-Diffusion-7B-Video2World"}
-DEMO_MODELS = {TEXT2WORLD: DEMO_MODEL, VIDEO2WORLD: "cosmos-demo-video2world"}
+DEMO_MODELS = {TEXT2WORLD: DEMO_MODEL, VIDEO2WORLD: DEMO_V2W_MODEL}
 """Per family: the model infer uses by default, and the built-in one it falls back to without weights."""
 
 

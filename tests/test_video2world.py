@@ -76,8 +76,10 @@ def _reference_condition_latent(tok, frames, n, dtype):
     return (tok.encode(video) * 0.5).to(dtype)
 
 
-def _reference_generation(pipe, frames, n, prompt, negative, seed, dtype, guidance=7.0, fps=12):
-    """§4-§7: one whole sampling run as DiffusionV2WModel runs it; returns (latent, gt latent)."""
+def _reference_generation(pipe, frames, n, prompt, negative, seed, dtype, guidance=7.0, fps=12, augment_seed=None):
+    """§4-§7: one whole sampling run as DiffusionV2WModel runs it; returns (latent, gt latent).
+    `augment_seed`: draw the augmentation normals from another seed (not the reference: a check
+    that the comparison notices)."""
     net = pipe.dit
     gt = _reference_condition_latent(pipe.tokenizer, frames, n, dtype)
     k = (n - 1) // 8 + 1
@@ -86,6 +88,8 @@ def _reference_generation(pipe, frames, n, prompt, negative, seed, dtype, guidan
     indicator[:, :, :k] = 1
     mask = indicator.expand(1, 1, t, *gt.shape[-2:]).clone()  # the same for condition and uncondition
     normals = torch.from_numpy(np.random.RandomState(seed).standard_normal(tuple(gt.shape)).astype(np.float32))
+    augment_normals = normals if augment_seed is None else torch.from_numpy(
+        np.random.RandomState(augment_seed).standard_normal(tuple(gt.shape)).astype(np.float32))
     state = {"indicator": indicator}
     aug_sigma = torch.tensor([0.001], dtype=dtype)
     cond = pipe.text_encoder.encode([prompt])
@@ -95,7 +99,7 @@ def _reference_generation(pipe, frames, n, prompt, negative, seed, dtype, guidan
         if 0.001 >= sigma.flatten()[0]:
             state["indicator"] = state["indicator"] * 0
         ind = state["indicator"]
-        augment = gt + normals * aug_sigma
+        augment = gt + augment_normals * aug_sigma
         augment = augment * _reference_scaling(aug_sigma)[2]
         augment = augment * (1 / _reference_scaling(sigma)[2])
         xt = ind * augment + (1 - ind) * noise_x
@@ -112,16 +116,17 @@ def _reference_generation(pipe, frames, n, prompt, negative, seed, dtype, guidan
         return _reference_res_2ab(x0_fn, normals * 80), gt
 
 
-@pytest.mark.parametrize("dtype, n, negative", [
-    (torch.float32, 9, "blurry, static"),
-    (torch.bfloat16, 1, ""),
-    (torch.bfloat16, 9, "blurry, static"),
-])
+@pytest.mark.parametrize("negative", ["blurry, static", ""])
+@pytest.mark.parametrize("n", [1, 9])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_sampling_is_the_references_bit_for_bit(assets, dtype, n, negative):
     pipe = _pipe(assets, dtype)
     frames, seed = _clip(), 11
+    forwards = []
+    hook = pipe.dit.register_forward_hook(lambda *_: forwards.append(1))
     got = pipe("a cube slides left", video=frames, num_input_frames=n, negative_prompt=negative, seed=seed,
                output_type="latent", progress=False)[0]
+    hook.remove()
     want, gt = _reference_generation(pipe, frames, n, "a cube slides left", negative, seed, dtype)
     assert got.latent.dtype == torch.float32 and want.dtype == torch.float32
     assert torch.equal(got.latent, want)
@@ -130,19 +135,20 @@ def test_sampling_is_the_references_bit_for_bit(assets, dtype, n, negative):
     assert torch.equal(got.latent[:, :, :k], gt[:, :, :k].float())
     assert not torch.allclose(got.latent[:, :, k:], gt[:, :, k:].float(), atol=0.1)
     # no negative prompt: guidance is a no-op, so one DiT pass per x0 evaluation gives the same
-    assert got.timings["x0_evaluations"] == 36
+    assert got.timings["x0_evaluations"] == 36 and len(forwards) == (36 if not negative else 72)
 
 
 def test_the_reference_comparison_can_tell(assets):
-    """Fresh augment noise (NeMo's) or the frames read from the start instead of the end change the
-    result: the bit-exact comparison above would catch either."""
+    """Augment noise other than the seeded initial normals (NeMo draws it fresh), or the input's
+    first frames instead of its last, change the result: the bit-exact comparison above would
+    catch either."""
     pipe = _pipe(assets)
     frames = _clip()
-    want, _ = _reference_generation(pipe, frames, 9, "a cube", "", 11, torch.float32)
+    got = pipe("a cube", video=frames, num_input_frames=9, seed=11, output_type="latent", progress=False)[0].latent
+    other_augment, _ = _reference_generation(pipe, frames, 9, "a cube", "", 11, torch.float32, augment_seed=99)
+    assert not torch.allclose(other_augment, got, atol=1e-4)
     first = pipe("a cube", video=frames[:9], num_input_frames=9, seed=11, output_type="latent", progress=False)[0]
-    assert not torch.allclose(first.latent, want, atol=1e-3)
-    other_noise, _ = _reference_generation(pipe, frames, 9, "a cube", "", 12, torch.float32)
-    assert not torch.allclose(other_noise[:, :, 2:], want[:, :, 2:], atol=1e-3)
+    assert not torch.allclose(first.latent, got, atol=1e-3)
 
 
 def test_output_frames_start_with_the_inputs_reconstruction(assets):
@@ -150,11 +156,27 @@ def test_output_frames_start_with_the_inputs_reconstruction(assets):
     frames = _clip(n=9, h=H, w=W)
     out = pipe("a cube", video=frames, num_input_frames=9, num_steps=3, seed=2, progress=False)[0]
     assert out.frames.shape == (T, H, W, 3) and out.settings["num_input_frames"] == 9
-    # all frames decoded from the latent, the conditioned part included (as NVIDIA's): equal to
-    # decoding the input's own latent in those frames
+    # all frames decoded from the latent, the conditioned part included (as NVIDIA's): the causal
+    # decoder's first 9 frames depend on the 2 conditioned latent frames only, so they are the
+    # decoding of the input's own latent, i.e. the tokenizer's reconstruction of the input
     _, gt = _reference_generation(pipe, frames, 9, "a cube", "", 2, torch.float32)
-    np.testing.assert_array_equal(pipe.decode(out.latent)[:9], out.frames[:9])
-    assert torch.equal(out.latent[:, :, :2], gt[:, :, :2])
+    np.testing.assert_array_equal(out.frames[:9], pipe.decode(gt)[:9])
+    assert not np.array_equal(out.frames[9:], pipe.decode(gt)[9:])
+
+
+def test_one_input_per_prompt_several_videos_each(assets):
+    """A list of inputs, one per prompt, with two videos per prompt from a torch generator: each
+    video starts from its own prompt's input latent; a video array and its file path agree."""
+    pipe = _pipe(assets)
+    a, b = _clip(seed=1), _clip(seed=2)
+    g = torch.Generator().manual_seed(5)
+    out = pipe(["a cube", "a ball"], video=[a, b], num_input_frames=9, num_steps=2, generator=g,
+               num_videos_per_prompt=2, output_type="latent", progress=False)
+    assert len(out) == 4
+    want = [_reference_condition_latent(pipe.tokenizer, x, 9, torch.float32) for x in (a, b)]
+    for i, g_ in enumerate(out):
+        assert torch.equal(g_.latent[:, :, :2], want[i // 2][:, :, :2])
+    assert not torch.equal(out[0].latent, out[1].latent)  # the generator draws new noise per video
 
 
 # ---------------------------------------------------------------- input files
@@ -276,22 +298,28 @@ def test_cli_batch_with_a_per_line_input(v2w_folder, tmp_path, caplog):
 @pytest.mark.parametrize("case, message", [
     ("missing", "not found"),
     ("unreadable", "cannot read"),
-    ("too_few", "frame"),
+    ("too_few", "short.mp4 has 4 frame(s); 9 input frames were asked for"),
     ("text2world_model", "Text2World model: it cannot continue"),
+    ("text2world_frames", "Text2World model: it cannot continue"),
     ("no_input", "give --input_image_or_video_path"),
     ("upsampler", "Pixtral"),
 ])
-def test_cli_bad_input_exits_2_and_writes_nothing(assets, v2w_folder, tmp_path, capsys, case, message):
+def test_cli_bad_input_exits_2_and_writes_nothing(assets, v2w_folder, tmp_path, capsys, monkeypatch, case, message):
     iio.imwrite(tmp_path / "short.mp4", _clip(n=4, h=H, w=W), fps=12, codec="libx264")
     (tmp_path / "junk.mp4").write_bytes(b"\x00\x01 not a video")
     path = {"missing": "none.mp4", "unreadable": "junk.mp4", "too_few": "short.mp4"}.get(case, "short.mp4")
-    extra = [] if case == "no_input" else ["--input_image_or_video_path", str(tmp_path / path)]
-    if case == "too_few":
+    extra = [] if case in ("no_input", "text2world_frames") else ["--input_image_or_video_path", str(tmp_path / path)]
+    if case in ("too_few", "text2world_frames"):
         extra += ["--num_input_frames", "9"]
     if case == "upsampler":
         extra += ["--enable_prompt_upsampler"]
-    folder = assets / "tiny" if case == "text2world_model" else v2w_folder
+    folder = assets / "tiny" if case.startswith("text2world") else v2w_folder
     before = sorted(p.name for p in tmp_path.iterdir())
+
+    def no_loading(*a, **k):
+        raise AssertionError("a model was loaded")
+
+    monkeypatch.setattr(Text2WorldPipeline, "from_pretrained", no_loading)  # refused before any model loads
     rc = main(_args(folder, "--prompt", "a cube", "--video_save_path", str(tmp_path / "out.mp4"), *extra))
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2

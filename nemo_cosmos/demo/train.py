@@ -257,7 +257,7 @@ def run_video2world(args, device, t0: float) -> int:
     from ..checkpoint import load_dit, save_dit_safetensors
     from ..models.config import config_to_dict
     from ..pipeline import Video2WorldPipeline
-    from ..presets import DIT_WEIGHTS, MODEL_INDEX, TEXT_ENCODER_SUBDIR, TOKENIZER_SUBDIR
+    from ..presets import DEMO_V2W_MODEL, DIT_WEIGHTS, MODEL_INDEX, TEXT_ENCODER_SUBDIR, TOKENIZER_SUBDIR
     from ..text import T5TextEncoder
     from ..tokenizer import CV8x8x8Tokenizer
     from ..training import recipe, train
@@ -283,7 +283,7 @@ def run_video2world(args, device, t0: float) -> int:
 
     out = os.path.join(args.out, "video2world")
     os.makedirs(out, exist_ok=True)
-    name = "cosmos-demo-video2world"
+    name = DEMO_V2W_MODEL
     save_dit_safetensors(dit.state_dict(), dit.config, os.path.join(out, DIT_WEIGHTS), model=name, dtype=torch.float16)
     with open(os.path.join(args.out, MODEL_INDEX), encoding="utf-8") as f:
         defaults = {**json.load(f)["defaults"], "num_input_frames": 1}

@@ -17,10 +17,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .edm import EDMDenoiser, edm_coefficients
-
-AUGMENT_SIGMA = 0.001
-"""The noise level of the conditioning frames at inference (NVIDIA's DEFAULT_AUGMENT_SIGMA)."""
+from .edm import AUGMENT_SIGMA, EDMDenoiser, edm_coefficients
 
 
 def conditioned_latent_frames(num_input_frames: int, temporal_compression: int = 8) -> int:

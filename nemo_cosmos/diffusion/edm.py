@@ -14,6 +14,9 @@ import torch
 from torch import nn
 
 SIGMA_DATA = 0.5
+AUGMENT_SIGMA = 0.001
+"""Video2World: the noise level of the conditioning frames, in training and at inference (NVIDIA's
+DEFAULT_AUGMENT_SIGMA)."""
 
 
 def edm_coefficients(sigma: torch.Tensor, sigma_data: float = SIGMA_DATA):
@@ -102,7 +105,7 @@ def edm_loss(
     sigma_data: float = SIGMA_DATA,
     condition_frames: Optional[torch.Tensor] = None,
     augment_noise: Optional[torch.Tensor] = None,
-    augment_sigma: float = 0.001,
+    augment_sigma: float = AUGMENT_SIGMA,
 ) -> torch.Tensor:
     """Mean over elements of w(sigma) * (D(x0 + sigma * noise) - x0)^2 with the EDM weight
     w = (sigma^2 + sigma_data^2) / (sigma * sigma_data)^2; with a log-variance head u, each sample's

@@ -58,12 +58,14 @@ def build_parser():
                    help="Video2World: an image (.jpg, .jpeg, .png) or a video whose last --num_input_frames frames "
                         "the generated video starts with")
     p.add_argument("--num_input_frames", type=int, default=None, choices=NUM_INPUT_FRAMES,
-                   help="Video2World: how many frames of the input to continue; default 1")
+                   help=f"Video2World: how many frames of the input to continue; default {_model_default('num_input_frames')}")
     p.add_argument("--disable_prompt_upsampler", action="store_true",
                    help="accepted for NVIDIA's Video2World script; the upsampler is off unless "
                         "--enable_prompt_upsampler")
     p.add_argument("--negative_prompt", default=None,
-                   help='"" for none (zero text embedding). Default: NVIDIA\'s long one for the published models')
+                   help='"" for none: Text2World then guides against a zero text embedding, Video2World (as NVIDIA\'s) '
+                        'against the prompt itself, so guidance does nothing. Default: NVIDIA\'s long one for the '
+                        'published models')
     p.add_argument("--subject_name", default="", help='post-trained subject: the prompt becomes "A video of sks '
                                                       '{subject}. {prompt}"')
     p.add_argument("--guidance", type=float, default=None, help=f"classifier-free guidance; default {_model_default('guidance')}")
@@ -171,7 +173,7 @@ def _settings(args, item: dict, defaults: GenerationDefaults) -> dict:
         height=int(pick("height", "height", defaults.height)), width=int(pick("width", "width", defaults.width)),
         num_frames=int(pick("num_video_frames", "num_video_frames", defaults.num_frames)),
         video=pick("input_image_or_video_path", "input_image_or_video_path", None),
-        num_input_frames=int(pick("num_input_frames", "num_input_frames", defaults.num_input_frames)),
+        num_input_frames=pick("num_input_frames", "num_input_frames", None),  # None: the model's
     )
 
 
@@ -186,13 +188,14 @@ def _output_path(args, n, item: dict, model: str) -> str:
 
 
 def _condition(s: dict, src, video2world: bool) -> None:
-    """Video2World: the input's frames read now (a bad file fails before any model loads);
-    Text2World: no input allowed."""
+    """Video2World: the input checked now, by reading it (a bad file fails before any model loads);
+    the frames are dropped again, so a batch holds paths only, and the pipeline reads them on the
+    first rank when the job runs. Text2World: no input allowed."""
     from nemo_cosmos.pipeline import check_condition, condition_input
 
     video, n = s.pop("video"), s.pop("num_input_frames")
     if not video2world:
-        if video is not None:
+        if video is not None or n is not None:
             raise BadInputError(f"{src.name} is a Text2World model: it cannot continue an image or video; give a "
                                 f"Video2World model (--model {DEFAULT_MODELS[VIDEO2WORLD]} or "
                                 f"{DEMO_MODELS[VIDEO2WORLD]})")
@@ -200,8 +203,10 @@ def _condition(s: dict, src, video2world: bool) -> None:
     if video is None:
         raise BadInputError(f"{src.name} is a Video2World model: give --input_image_or_video_path (an image or a "
                             "video to continue)")
+    n = src.defaults.num_input_frames if n is None else n
     check_condition(n, s["num_frames"])
-    s["video"], s["num_input_frames"] = condition_input(video, n), n
+    condition_input(video, n)
+    s["video"], s["num_input_frames"] = video, n
 
 
 def _check_flags(args) -> None:

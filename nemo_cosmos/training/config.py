@@ -154,33 +154,29 @@ def cosmos_diffusion_14b_text2world_lora() -> PostTrainConfig:
     return cfg
 
 
+def _video2world(text2world: PostTrainConfig, size: str, kind: str) -> PostTrainConfig:
+    """A Text2World recipe's config for the Video2World model of the same size: same strategy,
+    sharding and optimiser (NVIDIA's NeMo recipes differ only in the model)."""
+    text2world.model.name = f"Cosmos-1.0-Diffusion-{size}-Video2World"
+    text2world.log.name = f"cosmos_diffusion_{size.lower()}_video2world_{kind}"
+    return text2world
+
+
 def cosmos_diffusion_7b_video2world_finetune() -> PostTrainConfig:
     """As the Text2World 7B, from Cosmos-1.0-Diffusion-7B-Video2World (NVIDIA's NeMo recipe of the same name)."""
-    cfg = cosmos_diffusion_7b_text2world_finetune()
-    cfg.model.name = "Cosmos-1.0-Diffusion-7B-Video2World"
-    cfg.log.name = "cosmos_diffusion_7b_video2world_finetune"
-    return cfg
+    return _video2world(cosmos_diffusion_7b_text2world_finetune(), "7B", "finetune")
 
 
 def cosmos_diffusion_14b_video2world_finetune() -> PostTrainConfig:
-    cfg = cosmos_diffusion_14b_text2world_finetune()
-    cfg.model.name = "Cosmos-1.0-Diffusion-14B-Video2World"
-    cfg.log.name = "cosmos_diffusion_14b_video2world_finetune"
-    return cfg
+    return _video2world(cosmos_diffusion_14b_text2world_finetune(), "14B", "finetune")
 
 
 def cosmos_diffusion_7b_video2world_lora() -> PostTrainConfig:
-    cfg = cosmos_diffusion_7b_text2world_lora()
-    cfg.model.name = "Cosmos-1.0-Diffusion-7B-Video2World"
-    cfg.log.name = "cosmos_diffusion_7b_video2world_lora"
-    return cfg
+    return _video2world(cosmos_diffusion_7b_text2world_lora(), "7B", "lora")
 
 
 def cosmos_diffusion_14b_video2world_lora() -> PostTrainConfig:
-    cfg = cosmos_diffusion_7b_text2world_lora()
-    cfg.model.name = "Cosmos-1.0-Diffusion-14B-Video2World"
-    cfg.log.name = "cosmos_diffusion_14b_video2world_lora"
-    return cfg
+    return _video2world(cosmos_diffusion_14b_text2world_lora(), "14B", "lora")
 
 
 def cosmos_tiny_text2world_finetune() -> PostTrainConfig:
