@@ -34,7 +34,7 @@ from .errors import BadInputError, shorten
 from .models import CosmosDiT
 from .models.config import CosmosDiTConfig, config_to_dict
 from .parallel import is_main, parallelize_dit
-from .presets import TEXT2WORLD, VIDEO2WORLD, GenerationDefaults, subject_prompt
+from .presets import TEXT2WORLD, VIDEO2WORLD, GenerationDefaults, family_of, subject_prompt
 from .text import MAX_TOKENS, T5TextEncoder
 from .tokenizer import CV8x8x8Tokenizer, TokenizerConfig, check_num_frames, latent_shape
 
@@ -332,8 +332,7 @@ class Text2WorldPipeline:
                              dtype=dit_dtype)
         self.tokenizer.save_pretrained(os.path.join(folder, TOKENIZER_SUBDIR))
         self.text_encoder.save_pretrained(os.path.join(folder, TEXT_ENCODER_SUBDIR))
-        family = VIDEO2WORLD if self.dit.config.condition_mask_channel else TEXT2WORLD
-        index = {"format": "nemo_cosmos", "family": family, "model": self.name,
+        index = {"format": "nemo_cosmos", "family": family_of(self.dit.config), "model": self.name,
                  "dit": config_to_dict(self.dit.config), "tokenizer_dir": TOKENIZER_SUBDIR,
                  "text_encoder": TEXT_ENCODER_SUBDIR, "defaults": self.defaults.to_dict()}
         with open(os.path.join(folder, MODEL_INDEX), "w") as f:

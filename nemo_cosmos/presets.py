@@ -103,10 +103,14 @@ def _attr(path: str):
     return getattr(importlib.import_module(module), name)
 
 
+def family_of(dit_config) -> str:
+    """TEXT2WORLD or VIDEO2WORLD: what a DiT config is (Video2World DiTs read a condition-mask channel)."""
+    return VIDEO2WORLD if dit_config.condition_mask_channel else TEXT2WORLD
+
+
 @dataclass(frozen=True)
 class ModelPreset:
     name: str
-    family: str = TEXT2WORLD
     dit_factory: Optional[str] = None
     """"module:function" returning the CosmosDiTConfig (imported on use)."""
     repo: Optional[str] = None
@@ -128,6 +132,10 @@ class ModelPreset:
 
             return config_from_dict({**read_model_index(self.builtin_dir)["dit"], **overrides})
         return _attr(self.dit_factory)(**overrides)
+
+    @property
+    def family(self) -> str:
+        return family_of(self.dit_config())
 
     def check_prompt(self) -> Optional[Callable[[str], None]]:
         return _attr(self.closed_vocabulary) if self.closed_vocabulary else None
@@ -165,16 +173,16 @@ MODELS: Dict[str, ModelPreset] = {
                     repo="nvidia/Cosmos-1.0-Diffusion-7B-Text2World"),
         ModelPreset("Cosmos-1.0-Diffusion-14B-Text2World", dit_factory="nemo_cosmos.models.config:cosmos_14b_config",
                     repo="nvidia/Cosmos-1.0-Diffusion-14B-Text2World"),
-        ModelPreset("Cosmos-1.0-Diffusion-7B-Video2World", VIDEO2WORLD,
+        ModelPreset("Cosmos-1.0-Diffusion-7B-Video2World",
                     dit_factory="nemo_cosmos.models.config:cosmos_7b_video2world_config",
                     repo="nvidia/Cosmos-1.0-Diffusion-7B-Video2World"),
-        ModelPreset("Cosmos-1.0-Diffusion-14B-Video2World", VIDEO2WORLD,
+        ModelPreset("Cosmos-1.0-Diffusion-14B-Video2World",
                     dit_factory="nemo_cosmos.models.config:cosmos_14b_video2world_config",
                     repo="nvidia/Cosmos-1.0-Diffusion-14B-Video2World"),
         # Trained by our own recipes on a synthetic world of moving coloured shapes (docs/demo.md).
         ModelPreset("cosmos-demo", tokenizer_repo=None, text_encoder="", builtin_dir=DEMO_DIR,
                     closed_vocabulary="nemo_cosmos.demo.world:check_prompt"),
-        ModelPreset(DEMO_V2W_MODEL, VIDEO2WORLD, tokenizer_repo=None, text_encoder="",
+        ModelPreset(DEMO_V2W_MODEL, tokenizer_repo=None, text_encoder="",
                     builtin_dir=DEMO_V2W_DIR, closed_vocabulary="nemo_cosmos.demo.world:check_prompt"),
     )
 }

@@ -37,9 +37,9 @@ class ModelSource:
     @property
     def family(self) -> str:
         """TEXT2WORLD or VIDEO2WORLD, as the DiT's config says (a post-trained checkpoint's own)."""
-        from .presets import TEXT2WORLD, VIDEO2WORLD
+        from .presets import family_of
 
-        return VIDEO2WORLD if self.dit_config().condition_mask_channel else TEXT2WORLD
+        return family_of(self.dit_config())
 
     def dit_config(self):
         """The DiT config the weights will be built with (needs the checkpoint resolved)."""

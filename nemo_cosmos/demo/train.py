@@ -257,7 +257,7 @@ def run_video2world(args, device, t0: float) -> int:
     from ..checkpoint import load_dit, save_dit_safetensors
     from ..models.config import config_to_dict
     from ..pipeline import Video2WorldPipeline
-    from ..presets import DEMO_V2W_MODEL, DIT_WEIGHTS, MODEL_INDEX, TEXT_ENCODER_SUBDIR, TOKENIZER_SUBDIR
+    from ..presets import DEMO_V2W_MODEL, DIT_WEIGHTS, MODEL_INDEX, TEXT_ENCODER_SUBDIR, TOKENIZER_SUBDIR, family_of
     from ..text import T5TextEncoder
     from ..tokenizer import CV8x8x8Tokenizer
     from ..training import recipe, train
@@ -287,7 +287,7 @@ def run_video2world(args, device, t0: float) -> int:
     save_dit_safetensors(dit.state_dict(), dit.config, os.path.join(out, DIT_WEIGHTS), model=name, dtype=torch.float16)
     with open(os.path.join(args.out, MODEL_INDEX), encoding="utf-8") as f:
         defaults = {**json.load(f)["defaults"], "num_input_frames": 1}
-    index = {"format": "nemo_cosmos", "family": "video2world", "model": name, "dit": config_to_dict(dit.config),
+    index = {"format": "nemo_cosmos", "family": family_of(dit.config), "model": name, "dit": config_to_dict(dit.config),
              "tokenizer_dir": f"../{TOKENIZER_SUBDIR}", "text_encoder": f"../{TEXT_ENCODER_SUBDIR}", "defaults": defaults}
     with open(os.path.join(out, MODEL_INDEX), "w") as f:
         json.dump(index, f, indent=2)
