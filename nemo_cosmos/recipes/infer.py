@@ -58,7 +58,8 @@ def build_parser():
                    help="Video2World: an image (.jpg, .jpeg, .png) or a video whose last --num_input_frames frames "
                         "the generated video starts with")
     p.add_argument("--num_input_frames", type=int, default=None, choices=NUM_INPUT_FRAMES,
-                   help=f"Video2World: how many frames of the input to continue; default {_model_default('num_input_frames')}")
+                   help="Video2World: how many frames of the input to continue; default "
+                        f"{_model_default('num_input_frames')}")
     p.add_argument("--disable_prompt_upsampler", action="store_true",
                    help="accepted for NVIDIA's Video2World script; the upsampler is off unless "
                         "--enable_prompt_upsampler")
@@ -175,7 +176,6 @@ def _settings(args, item: dict, defaults: GenerationDefaults) -> dict:
         video=pick("input_image_or_video_path", "input_image_or_video_path", None),
         num_input_frames=pick("num_input_frames", "num_input_frames", None),  # None: the model's
     )
-
 
 
 def _output_path(args, n, item: dict, model: str) -> str:
