@@ -14,7 +14,7 @@ import time
 
 from nemo_cosmos import Text2WorldPipeline, Video2WorldPipeline
 from nemo_cosmos.demo.train import evaluate_video2world
-from nemo_cosmos.models.config import with_condition_mask_channel
+from nemo_cosmos.models.dit import with_condition_mask_channel
 from nemo_cosmos.presets import DEMO_MODEL, DEMO_V2W_MODEL
 
 

@@ -590,11 +590,6 @@ def condition_input(video, num_input_frames: int) -> ConditionInput:
 
     from .utils.video_input import read_input_frames
 
-    if isinstance(video, ConditionInput):
-        if len(video.frames) < num_input_frames:
-            raise BadInputError(f"{shorten(video.source)} has {len(video.frames)} frame(s); {num_input_frames} input "
-                                "frames were asked for")
-        return ConditionInput(video.frames[-num_input_frames:], video.source)
     if isinstance(video, (str, os.PathLike)):
         return ConditionInput(read_input_frames(video, num_input_frames), os.fspath(video))
     frames = np.asarray(video)

@@ -22,7 +22,7 @@ from nemo_cosmos.checkpoint import (from_ours, inspect_checkpoint, latest_experi
 from nemo_cosmos.diffusion import LogVarHead, edm_loss
 from nemo_cosmos.errors import BadInputError
 from nemo_cosmos.models import CosmosDiT, tiny_config
-from nemo_cosmos.models.config import with_condition_mask_channel
+from nemo_cosmos.models.dit import with_condition_mask_channel
 from nemo_cosmos.recipes import posttrain
 from nemo_cosmos.training import CachedVideoDataset, CosmosDiffusionModule, build, recipe
 

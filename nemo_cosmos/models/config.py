@@ -116,28 +116,6 @@ def tiny_config(**overrides) -> CosmosDiTConfig:
     return _cosmos_config(**params)
 
 
-def with_condition_mask_channel(dit):
-    """A Video2World DiT made from a Text2World one: the same weights, the condition-mask
-    channel's patch-embedding inputs added as zeros (so it starts out computing what the Text2World
-    model does, whatever the mask)."""
-    import math
-
-    from .dit import CosmosDiT
-
-    c = dit.config
-    if c.condition_mask_channel:
-        return dit
-    new = dataclasses.replace(c, condition_mask_channel=True)
-    with torch.device("meta"):
-        out = CosmosDiT(new)
-    sd = dit.state_dict()
-    w = sd["patch_embed.weight"]
-    at = c.in_channels * math.prod(c.patch_size)  # features are channel-major: the mask's come after the latent's
-    sd["patch_embed.weight"] = torch.cat([w[:, :at], w.new_zeros(w.shape[0], math.prod(c.patch_size)), w[:, at:]], 1)
-    out.load_state_dict(sd, assign=True)
-    return out
-
-
 def config_to_dict(config: CosmosDiTConfig) -> dict:
     """The Cosmos-specific and size fields of a config, JSON-serialisable (for sidecars and checkpoints)."""
     keys = [

@@ -9,6 +9,7 @@ Transformer Engine.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Optional
 
@@ -118,3 +119,21 @@ class CosmosDiT(MegatronModule):
         if self.token_sharding is not None:
             out = self.token_sharding.gather(out)
         return unpatchify(out, grid, c.patch_size)
+
+
+def with_condition_mask_channel(dit: CosmosDiT) -> CosmosDiT:
+    """A Video2World DiT made from a Text2World one: the same weights, the condition-mask
+    channel's patch-embedding inputs added as zeros (so it starts out computing what the Text2World
+    model does, whatever the mask)."""
+    c = dit.config
+    if c.condition_mask_channel:
+        return dit
+    new = dataclasses.replace(c, condition_mask_channel=True)
+    with torch.device("meta"):
+        out = CosmosDiT(new)
+    sd = dit.state_dict()
+    w = sd["patch_embed.weight"]
+    at = c.in_channels * math.prod(c.patch_size)  # features are channel-major: the mask's come after the latent's
+    sd["patch_embed.weight"] = torch.cat([w[:, :at], w.new_zeros(w.shape[0], math.prod(c.patch_size)), w[:, at:]], 1)
+    out.load_state_dict(sd, assign=True)
+    return out

@@ -26,7 +26,8 @@ from ..checkpoint.nemo_dist import read_nemo_extras
 from ..diffusion import SIGMA_DATA, LogVarHead, edm_loss, training_sigma
 from ..errors import BadInputError
 from ..models import CosmosDiT
-from ..models.config import CosmosDiTConfig, with_condition_mask_channel
+from ..models.config import CosmosDiTConfig
+from ..models.dit import with_condition_mask_channel
 from ..models.lora import LoraSettings, apply_lora
 from ..parallel import parallelize_dit
 from .data import data_parallel_position
